@@ -1,0 +1,321 @@
+package schema
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/ast"
+	cueerrors "cuelang.org/go/cue/errors"
+	"cuelang.org/go/cue/token"
+
+	"github.com/ctxos/ctxos/cluster/vfs"
+)
+
+// definition is where one CTX or MID name is written.
+type definition struct {
+	kind, name string
+	pos        token.Pos
+}
+
+// checkNames finds every literal CTX and MID name in the files' syntax: each
+// must be a valid VFS segment, and each must be defined in one file only,
+// because CUE would silently unify two files' definitions into one.
+func checkNames(files []sourceFile) []Diagnostic {
+	var diags []Diagnostic
+	byName := map[string][]definition{}
+	var order []string
+	for _, f := range files {
+		seen := map[string]bool{}
+		var defs []definition
+		collectDefinitions(f.syntax.Decls, &defs)
+		for _, d := range defs {
+			key := d.kind + "." + d.name
+			if !vfs.ValidSegment(d.name) {
+				diags = append(diags, posDiagnostic(d.pos, key,
+					fmt.Sprintf("invalid %s name %q: names become VFS path segments and must match [a-z0-9][a-z0-9._-]*", kindWord(d.kind), d.name)))
+				continue
+			}
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			if _, ok := byName[key]; !ok {
+				order = append(order, key)
+			}
+			byName[key] = append(byName[key], d)
+		}
+	}
+	for _, key := range order {
+		defs := byName[key]
+		if len(defs) < 2 {
+			continue
+		}
+		for i, d := range defs {
+			var others []string
+			for j, o := range defs {
+				if j != i {
+					others = append(others, fmt.Sprintf("%s:%d:%d", o.pos.Filename(), o.pos.Line(), o.pos.Column()))
+				}
+			}
+			diags = append(diags, posDiagnostic(d.pos, key,
+				fmt.Sprintf("%s %s is defined in more than one file (also at %s): define each %s in one file", kindWord(d.kind), d.name, strings.Join(others, ", "), kindWord(d.kind))))
+		}
+	}
+	return diags
+}
+
+func kindWord(kind string) string { return strings.ToUpper(kind) }
+
+// collectDefinitions walks top-level declarations (and embedded struct
+// literals, as in `schema.#Config & {ctx: ...}`) for ctx: and mid: fields.
+func collectDefinitions(decls []ast.Decl, out *[]definition) {
+	for _, decl := range decls {
+		switch x := decl.(type) {
+		case *ast.Field:
+			kind, _, err := ast.LabelName(x.Label)
+			if err != nil || (kind != "ctx" && kind != "mid") {
+				continue
+			}
+			if s, ok := x.Value.(*ast.StructLit); ok {
+				for _, elt := range s.Elts {
+					f, ok := elt.(*ast.Field)
+					if !ok {
+						continue
+					}
+					// Pattern constraints ([string]: ...) and computed
+					// labels name no single CTX.
+					if _, ok := f.Label.(*ast.ListLit); ok {
+						continue
+					}
+					name, _, err := ast.LabelName(f.Label)
+					if err != nil {
+						continue
+					}
+					*out = append(*out, definition{kind: kind, name: name, pos: f.Label.Pos()})
+				}
+			}
+		case *ast.EmbedDecl:
+			collectEmbedded(x.Expr, out)
+		}
+	}
+}
+
+func collectEmbedded(e ast.Expr, out *[]definition) {
+	switch x := e.(type) {
+	case *ast.StructLit:
+		collectDefinitions(x.Elts, out)
+	case *ast.BinaryExpr:
+		if x.Op == token.AND {
+			collectEmbedded(x.X, out)
+			collectEmbedded(x.Y, out)
+		}
+	case *ast.ParenExpr:
+		collectEmbedded(x.X, out)
+	}
+}
+
+// oneOf names the choices of the schema's matchN(1, ...) constraints, by the
+// last element of the path, so that their errors read as advice rather than
+// as a dump of the value.
+var oneOf = map[string]string{
+	"health": "tcp, http or exec",
+	"nodes":  "all, selector or count",
+}
+
+// errorDiagnostics turns CUE errors into diagnostics, each placed in the
+// user's file where possible.
+func errorDiagnostics(err error, ev *evaluation) []Diagnostic {
+	errs := cueerrors.Errors(err)
+	matchN := map[string]bool{}
+	for _, e := range errs {
+		format, _ := e.Msg()
+		if strings.Contains(format, "does not satisfy") && strings.Contains(fmt.Sprint(e), "matchN") {
+			matchN[strings.Join(e.Path(), ".")] = true
+		}
+	}
+	var diags []Diagnostic
+	for _, e := range errs {
+		format, args := e.Msg()
+		msg := fmt.Sprintf(format, args...)
+		path := strings.Join(e.Path(), ".")
+		if matchN[path] && strings.Contains(msg, "matchN") {
+			last := e.Path()[len(e.Path())-1]
+			if choices, ok := oneOf[last]; ok {
+				_, count, _ := strings.Cut(msg, "): ")
+				msg = fmt.Sprintf("set exactly one of %s (%s)", choices, count)
+			}
+		}
+		// matchN reports each choice it tried as a missing required field;
+		// the error on the parent says it better.
+		if i := strings.LastIndex(path, "."); i > 0 && matchN[path[:i]] && strings.Contains(msg, "required but not present") {
+			continue
+		}
+		d := Diagnostic{Path: path, Message: msg}
+		if pos, ok := ev.position(e); ok {
+			d.File, d.Line, d.Column = pos.Filename(), pos.Line(), pos.Column()
+		} else if ev == nil && e.Position().IsValid() {
+			p := e.Position()
+			d.File, d.Line, d.Column = p.Filename(), p.Line(), p.Column()
+		} else {
+			d.File = "."
+		}
+		diags = append(diags, d)
+	}
+	return diags
+}
+
+// position finds where in the user's files an error belongs: a position
+// the error names in a user file, else the user's value at the error's
+// path or its nearest parent.
+func (ev *evaluation) position(e cueerrors.Error) (token.Pos, bool) {
+	if ev == nil {
+		return token.NoPos, false
+	}
+	for _, p := range cueerrors.Positions(e) {
+		if ev.userFiles[p.Filename()] {
+			return p, true
+		}
+	}
+	return ev.pathPosition(e.Path())
+}
+
+func (ev *evaluation) pathPosition(path []string) (token.Pos, bool) {
+	if !ev.user.Exists() {
+		return token.NoPos, false
+	}
+	sels := make([]cue.Selector, 0, len(path))
+	for _, p := range path {
+		if n, err := strconv.Atoi(p); err == nil {
+			sels = append(sels, cue.Index(n))
+		} else if strings.HasPrefix(p, "#") {
+			sels = append(sels, cue.Def(p))
+		} else {
+			sels = append(sels, cue.Str(p))
+		}
+	}
+	for i := len(sels); i > 0; i-- {
+		v := ev.user.LookupPath(cue.MakePath(sels[:i]...))
+		if !v.Exists() {
+			continue
+		}
+		if p := v.Pos(); ev.userFiles[p.Filename()] {
+			return p, true
+		}
+	}
+	return token.NoPos, false
+}
+
+// at returns a diagnostic placed at the user's value at path.
+func (ev *evaluation) at(path []string, msg string) Diagnostic {
+	d := Diagnostic{File: ".", Path: strings.Join(path, "."), Message: msg}
+	if pos, ok := ev.pathPosition(path); ok {
+		d.File, d.Line, d.Column = pos.Filename(), pos.Line(), pos.Column()
+	}
+	return d
+}
+
+// checkReferences checks what CUE cannot see across the configuration:
+// ztb rules and requires must name existing CTXs or MIDs, and requires
+// must not form a cycle.
+func (ev *evaluation) checkReferences(cfg *Config) []Diagnostic {
+	var diags []Diagnostic
+	exists := func(name string) bool {
+		_, c := cfg.Ctx[name]
+		_, m := cfg.Mid[name]
+		return c || m
+	}
+	for i, r := range cfg.Ztb.Allow {
+		idx := strconv.Itoa(i)
+		for _, end := range []struct{ field, name string }{{"from", r.From}, {"to", r.To}} {
+			if !exists(end.name) {
+				diags = append(diags, ev.at([]string{"ztb", "allow", idx, end.field},
+					fmt.Sprintf("%q names no CTX or MID", end.name)))
+			}
+		}
+		if c, ok := cfg.Ctx[r.To]; ok && r.Port.Name != "" {
+			if _, ok := c.Ports[r.Port.Name]; !ok {
+				diags = append(diags, ev.at([]string{"ztb", "allow", idx, "port"},
+					fmt.Sprintf("CTX %s has no port named %q", r.To, r.Port.Name)))
+			}
+		}
+	}
+
+	// requires, as one graph over CTXs and MIDs (names are unique across
+	// both only by convention, so a node is kind.name).
+	type node struct{ kind, name string }
+	graph := map[node][]node{}
+	var nodes []node
+	addEdges := func(kind, name string, requires []string) {
+		n := node{kind, name}
+		nodes = append(nodes, n)
+		for j, req := range requires {
+			switch {
+			case cfg.Ctx[req].Runtime != "":
+				graph[n] = append(graph[n], node{"ctx", req})
+			case cfg.Mid[req].Driver != "":
+				graph[n] = append(graph[n], node{"mid", req})
+			default:
+				diags = append(diags, ev.at([]string{kind, name, "requires", strconv.Itoa(j)},
+					fmt.Sprintf("%q names no CTX or MID", req)))
+			}
+		}
+	}
+	for _, name := range sortedKeys(cfg.Ctx) {
+		addEdges("ctx", name, cfg.Ctx[name].Requires)
+	}
+	for _, name := range sortedKeys(cfg.Mid) {
+		addEdges("mid", name, cfg.Mid[name].Requires)
+	}
+	const (
+		unvisited = iota
+		onStack
+		finished
+	)
+	state := map[node]int{}
+	var stack []node
+	var visit func(n node)
+	visit = func(n node) {
+		state[n] = onStack
+		stack = append(stack, n)
+		for _, m := range graph[n] {
+			switch state[m] {
+			case unvisited:
+				visit(m)
+			case onStack:
+				start := 0
+				for i, s := range stack {
+					if s == m {
+						start = i
+					}
+				}
+				var names []string
+				for _, s := range stack[start:] {
+					names = append(names, s.name)
+				}
+				names = append(names, m.name)
+				diags = append(diags, ev.at([]string{m.kind, m.name, "requires"},
+					"requires cycle: "+strings.Join(names, " -> ")))
+			}
+		}
+		stack = stack[:len(stack)-1]
+		state[n] = finished
+	}
+	for _, n := range nodes {
+		if state[n] == unvisited {
+			visit(n)
+		}
+	}
+	return diags
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,469 @@
+package schema
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/ast"
+	"cuelang.org/go/cue/build"
+	"cuelang.org/go/cue/cuecontext"
+	"cuelang.org/go/cue/parser"
+	"cuelang.org/go/cue/token"
+
+	"github.com/ctxos/ctxos/cluster/vfs"
+)
+
+// Files is the CUE schema, embedded so that vetting a repository needs no
+// setup. Init vendors the same files into a repository's cue.mod/.
+//
+//go:embed *.cue
+var Files embed.FS
+
+const (
+	// ImportPath is the import path of the schema package, for user files
+	// that import it and for the copy vendored in cue.mod/pkg.
+	ImportPath = "github.com/ctxos/ctxos/schema"
+	// PackageName is the package of desired-state files. A file may also
+	// have no package clause; Load treats it as part of the same package.
+	PackageName = "config"
+	// MaxFileSize is the largest .cue file Load reads; larger files are
+	// refused before parsing, so that a stray generated file cannot make
+	// every node's sync slow.
+	MaxFileSize = 1 << 20
+)
+
+var (
+	// ErrNotDir is returned when the directory to load is a file.
+	ErrNotDir = errors.New("not a directory")
+	// ErrTimeout is returned when CUE evaluation does not finish before the
+	// context's deadline.
+	ErrTimeout = errors.New("evaluation did not finish within the timeout")
+	// ErrMemory is returned by MemoryBytes for a malformed amount.
+	ErrMemory = errors.New("invalid memory amount")
+	// ErrNoEntry is returned by the Snapshot decode helpers when the entry
+	// is missing.
+	ErrNoEntry = errors.New("no such entry in snapshot")
+)
+
+// Diagnostic is one problem found in a desired-state repository.
+type Diagnostic struct {
+	File    string // relative to the loaded directory, with forward slashes; "." for the directory itself
+	Line    int    // 1-based; 0 when the problem has no position inside File
+	Column  int
+	Path    string // CUE path of the value, such as ctx.web.replicas; may be empty
+	Message string
+}
+
+// String formats d as "file:line:col: path: message", leaving out what d
+// does not have.
+func (d Diagnostic) String() string {
+	var b strings.Builder
+	b.WriteString(d.File)
+	if d.Line > 0 {
+		fmt.Fprintf(&b, ":%d:%d", d.Line, d.Column)
+	}
+	b.WriteString(": ")
+	if d.Path != "" {
+		b.WriteString(d.Path)
+		b.WriteString(": ")
+	}
+	b.WriteString(d.Message)
+	return b.String()
+}
+
+// sourceFile is one parsed user file.
+type sourceFile struct {
+	rel    string // slash path relative to the repository
+	syntax *ast.File
+}
+
+// Load loads and validates the desired-state directory dir. Invalid
+// configuration is reported as diagnostics with a nil snapshot; err is
+// only for I/O or usage problems (dir missing, not a directory, timeout).
+//
+// Only .cue files under ctx/, mid/, ztb/ and sys/ are desired state; cue.mod/
+// and directories starting with a dot are skipped. Every file belongs to
+// package config (or has no package clause) and is unified with the embedded
+// schema's #Config, whether or not it imports the schema itself.
+func Load(ctx context.Context, dir string) (*Snapshot, []Diagnostic, error) {
+	info, err := os.Stat(dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("load %s: %w", dir, err)
+	}
+	if !info.IsDir() {
+		return nil, nil, fmt.Errorf("load %s: %w", dir, ErrNotDir)
+	}
+	files, diags, err := readFiles(ctx, dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(files) == 0 && len(diags) == 0 {
+		diags = append(diags, Diagnostic{File: ".", Message: "no desired state found: no .cue files under ctx/, mid/, ztb/ or sys/"})
+	}
+	if len(diags) > 0 {
+		return nil, sortDiagnostics(diags), nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, fmt.Errorf("load %s: %w", dir, err)
+	}
+
+	type result struct {
+		snap  *Snapshot
+		diags []Diagnostic
+		err   error
+	}
+	done := make(chan result, 1)
+	// CUE evaluation cannot be interrupted, so it runs in its own goroutine
+	// and Load stops waiting at the deadline. The goroutine is abandoned and
+	// runs on until evaluation ends; the CLI exits right after, and a
+	// long-running caller pays that CPU once per runaway configuration.
+	go func() {
+		snap, diags, err := evaluate(files)
+		done <- result{snap, diags, err}
+	}()
+	select {
+	case r := <-done:
+		return r.snap, sortDiagnostics(r.diags), r.err
+	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, nil, fmt.Errorf("load %s: %w", dir, ErrTimeout)
+		}
+		return nil, nil, fmt.Errorf("load %s: %w", dir, ctx.Err())
+	}
+}
+
+// readFiles walks dir and parses every desired-state file. Problems with a
+// file are diagnostics; err is for I/O errors other than a bad file.
+func readFiles(ctx context.Context, dir string) ([]sourceFile, []Diagnostic, error) {
+	root, err := filepath.Abs(dir)
+	if err == nil {
+		root, err = filepath.EvalSymlinks(root)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("load %s: %w", dir, err)
+	}
+	var files []sourceFile
+	var diags []Diagnostic
+	walkErr := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if path == root {
+			return nil
+		}
+		rel, err := filepath.Rel(root, path)
+		if err != nil {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		if d.IsDir() {
+			if rel == "cue.mod" || strings.HasPrefix(d.Name(), ".") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		readPath := path
+		if d.Type()&fs.ModeSymlink != 0 {
+			target, err := filepath.EvalSymlinks(path)
+			if err != nil {
+				diags = append(diags, Diagnostic{File: rel, Message: "broken symlink: " + pathErrReason(err)})
+				return nil
+			}
+			if r, err := filepath.Rel(root, target); err != nil || r == ".." || strings.HasPrefix(r, ".."+string(filepath.Separator)) {
+				diags = append(diags, Diagnostic{File: rel, Message: fmt.Sprintf("symlink points outside the repository (to %s): refused", target)})
+				return nil
+			}
+			ti, err := os.Stat(target)
+			if err != nil {
+				return err
+			}
+			if ti.IsDir() {
+				// Directories inside the repository are walked where they
+				// are; following a link to them would load files twice.
+				return nil
+			}
+			readPath = target
+		}
+		if !strings.HasSuffix(rel, ".cue") {
+			return nil
+		}
+		first, _, nested := strings.Cut(rel, "/")
+		if !nested || !vfs.IsDesired(first) {
+			diags = append(diags, Diagnostic{File: rel, Message: "file outside the known roots: desired state lives under ctx/, mid/, ztb/ or sys/"})
+			return nil
+		}
+		f, d2 := readFile(readPath, rel)
+		if d2 != nil {
+			diags = append(diags, d2...)
+			return nil
+		}
+		files = append(files, sourceFile{rel: rel, syntax: f})
+		return nil
+	})
+	if walkErr != nil {
+		return nil, nil, fmt.Errorf("load %s: %w", dir, walkErr)
+	}
+	return files, diags, nil
+}
+
+func pathErrReason(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// readFile reads and parses one file, refusing what is too large or not
+// UTF-8 before the parser sees it.
+func readFile(path, rel string) (*ast.File, []Diagnostic) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, []Diagnostic{{File: rel, Message: "cannot read: " + pathErrReason(err)}}
+	}
+	if fi.Size() > MaxFileSize {
+		return nil, []Diagnostic{{File: rel, Message: fmt.Sprintf("file is %d bytes, more than the limit of %d bytes (1 MiB): refused", fi.Size(), MaxFileSize)}}
+	}
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, []Diagnostic{{File: rel, Message: "cannot read: " + pathErrReason(err)}}
+	}
+	if !utf8.Valid(src) {
+		line, col := invalidUTF8At(src)
+		return nil, []Diagnostic{{File: rel, Line: line, Column: col, Message: "file is not valid UTF-8"}}
+	}
+	f, err := parser.ParseFile(rel, src)
+	if err != nil {
+		return nil, errorDiagnostics(err, nil)
+	}
+	var diags []Diagnostic
+	if name := f.PackageName(); name != "" && name != PackageName {
+		diags = append(diags, posDiagnostic(f.Pos(), "", fmt.Sprintf("package %s: desired-state files are package %s (or have no package clause)", name, PackageName)))
+	}
+	for spec := range f.ImportSpecs() {
+		p, err := strconv.Unquote(spec.Path.Value)
+		if err != nil || p == ImportPath {
+			continue
+		}
+		if first, _, _ := strings.Cut(p, "/"); strings.Contains(first, ".") {
+			diags = append(diags, posDiagnostic(spec.Pos(), "", fmt.Sprintf("import %q: only %s and CUE's standard library can be imported", p, ImportPath)))
+		}
+	}
+	return f, diags
+}
+
+func invalidUTF8At(src []byte) (line, col int) {
+	line, col = 1, 1
+	for len(src) > 0 {
+		r, size := utf8.DecodeRune(src)
+		if r == utf8.RuneError && size <= 1 {
+			return line, col
+		}
+		if r == '\n' {
+			line, col = line+1, 1
+		} else {
+			col += size
+		}
+		src = src[size:]
+	}
+	return line, col
+}
+
+func posDiagnostic(pos token.Pos, path, msg string) Diagnostic {
+	d := Diagnostic{File: pos.Filename(), Path: path, Message: msg}
+	if pos.IsValid() {
+		d.Line, d.Column = pos.Line(), pos.Column()
+	}
+	return d
+}
+
+func sortDiagnostics(diags []Diagnostic) []Diagnostic {
+	sort.Slice(diags, func(i, j int) bool {
+		a, b := diags[i], diags[j]
+		if a.File != b.File {
+			return a.File < b.File
+		}
+		if a.Line != b.Line {
+			return a.Line < b.Line
+		}
+		if a.Column != b.Column {
+			return a.Column < b.Column
+		}
+		if a.Path != b.Path {
+			return a.Path < b.Path
+		}
+		return a.Message < b.Message
+	})
+	out := diags[:0]
+	for i, d := range diags {
+		if i == 0 || d != diags[i-1] {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// schemaInstance builds the embedded schema as the importable package
+// ImportPath.
+func schemaInstance(bctx *build.Context) (*build.Instance, error) {
+	inst := bctx.NewInstance("", nil)
+	inst.ImportPath = ImportPath
+	entries, err := fs.ReadDir(Files, ".")
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		src, err := Files.ReadFile(e.Name())
+		if err != nil {
+			return nil, err
+		}
+		f, err := parser.ParseFile(schemaFilePrefix+e.Name(), src)
+		if err != nil {
+			return nil, err
+		}
+		if err := inst.AddSyntax(f); err != nil {
+			return nil, err
+		}
+	}
+	return inst, nil
+}
+
+// schemaFilePrefix names the embedded schema's files in CUE positions, so
+// that they are never taken for a user's file.
+const schemaFilePrefix = "$ctxos/schema/"
+
+// evaluation holds what evaluate needs to turn CUE errors into diagnostics.
+type evaluation struct {
+	user      cue.Value       // the user's files alone, for positions
+	userFiles map[string]bool // rel paths of user files
+}
+
+// evaluate unifies the user's files with the schema, validates the result
+// and exports the snapshot.
+func evaluate(files []sourceFile) (*Snapshot, []Diagnostic, error) {
+	cctx := cuecontext.New()
+	bctx := build.NewContext()
+	sinst, err := schemaInstance(bctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("embedded schema: %w", err)
+	}
+	schema := cctx.BuildInstance(sinst)
+	if err := schema.Err(); err != nil {
+		return nil, nil, fmt.Errorf("embedded schema: %w", err)
+	}
+
+	ev := &evaluation{userFiles: make(map[string]bool, len(files))}
+	diags := checkNames(files)
+	inst := bctx.NewInstance("", nil)
+	inst.Imports = []*build.Instance{sinst}
+	for _, f := range files {
+		ev.userFiles[f.rel] = true
+		if err := inst.AddSyntax(f.syntax); err != nil {
+			diags = append(diags, errorDiagnostics(err, ev)...)
+		}
+	}
+	if inst.Err != nil {
+		return nil, append(diags, errorDiagnostics(inst.Err, ev)...), nil
+	}
+	ev.user = cctx.BuildInstance(inst)
+	if err := ev.user.Err(); err != nil {
+		return nil, append(diags, errorDiagnostics(err, ev)...), nil
+	}
+	config := schema.LookupPath(cue.MakePath(cue.Def("#Config"))).Unify(ev.user)
+	if err := config.Validate(cue.Concrete(true)); err != nil {
+		return nil, append(diags, errorDiagnostics(err, ev)...), nil
+	}
+	if len(diags) > 0 {
+		return nil, diags, nil
+	}
+	js, err := config.MarshalJSON()
+	if err != nil {
+		return nil, append(diags, errorDiagnostics(err, ev)...), nil
+	}
+	var cfg Config
+	dec := json.NewDecoder(strings.NewReader(string(js)))
+	dec.UseNumber()
+	if err := dec.Decode(&cfg); err != nil {
+		return nil, nil, fmt.Errorf("decode exported configuration: %w", err)
+	}
+	for name, m := range cfg.Mid {
+		m.Params = normalizeNumbers(m.Params).(map[string]any)
+		cfg.Mid[name] = m
+	}
+	if d := ev.checkReferences(&cfg); len(d) > 0 {
+		return nil, d, nil
+	}
+	snap, err := snapshotOf(&cfg)
+	return snap, nil, err
+}
+
+// normalizeNumbers turns json.Number into int64 where the number is whole,
+// else float64, so that driver params keep their integer type in CBOR.
+func normalizeNumbers(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = normalizeNumbers(e)
+		}
+		if x == nil {
+			return map[string]any{}
+		}
+		return x
+	case []any:
+		for i, e := range x {
+			x[i] = normalizeNumbers(e)
+		}
+		return x
+	case json.Number:
+		if n, err := x.Int64(); err == nil {
+			return n
+		}
+		f, _ := x.Float64()
+		return f
+	}
+	return v
+}
+
+func snapshotOf(cfg *Config) (*Snapshot, error) {
+	var entries []Entry
+	add := func(path string, v any) error {
+		b, err := encMode.Marshal(v)
+		if err != nil {
+			return fmt.Errorf("encode %s: %w", path, err)
+		}
+		entries = append(entries, Entry{Path: path, Value: b})
+		return nil
+	}
+	for name, c := range cfg.Ctx {
+		if err := add("/ctx/"+name, c); err != nil {
+			return nil, err
+		}
+	}
+	for name, m := range cfg.Mid {
+		if err := add("/mid/"+name, m); err != nil {
+			return nil, err
+		}
+	}
+	if err := add(PathZtb, cfg.Ztb); err != nil {
+		return nil, err
+	}
+	if err := add(PathSys, cfg.Sys); err != nil {
+		return nil, err
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Path < entries[j].Path })
+	return &Snapshot{Entries: entries, Hash: HashEntries(entries)}, nil
+}
