@@ -1,9 +1,7 @@
 package vfs
 
 import (
-	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 )
 
@@ -14,16 +12,52 @@ var (
 	ActiveRoots  = []string{"hw", "sum", "run", "itg", "lk"}
 )
 
-// ErrInvalidPath is returned, wrapped with the offending path, for a path
-// that breaks the VFS rules.
-var ErrInvalidPath = errors.New("invalid vfs path")
-
-var segmentRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
-
 // ValidSegment reports whether s may be one segment of a VFS path:
 // [a-z0-9][a-z0-9._-]*. Names of CTXs, MIDs and nodes follow the same rule
-// because they become path segments.
-func ValidSegment(s string) bool { return segmentRE.MatchString(s) }
+// because they become path segments. It is hand-written rather than a
+// regexp because every Put and Merge checks every segment.
+func ValidSegment(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case (c == '.' || c == '_' || c == '-') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// singleWriterRoots are the active roots whose second segment names the
+// only node allowed to write below it. /lk is shared.
+var singleWriterRoots = []string{"hw", "sum", "run", "itg"}
+
+// Owner returns the node that alone may write path, and whether path is
+// under a single-writer root (/hw, /sum, /run, /itg). For a root without a
+// node segment (such as "/hw") it returns "" and true: nobody may write it.
+func Owner(path string) (node string, single bool) {
+	rest := strings.TrimPrefix(path, "/")
+	root, rest, _ := strings.Cut(rest, "/")
+	if !contains(singleWriterRoots, root) {
+		return "", false
+	}
+	node, _, _ = strings.Cut(rest, "/")
+	return node, true
+}
+
+// under reports whether path is prefix itself or below it. prefix "/"
+// matches every path; "/hw" matches "/hw/x" but not "/hwx".
+func under(path, prefix string) bool {
+	if prefix == "/" {
+		return true
+	}
+	prefix = strings.TrimSuffix(prefix, "/")
+	return path == prefix || (strings.HasPrefix(path, prefix) && path[len(prefix)] == '/')
+}
 
 // IsDesired reports whether root (without slashes) is a desired-state root.
 func IsDesired(root string) bool { return contains(DesiredRoots, root) }

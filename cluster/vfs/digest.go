@@ -1,0 +1,178 @@
+package vfs
+
+// Digest summarises a store per writer node for anti-entropy: two stores
+// whose digests agree for a writer hold the same entries of that writer.
+type Digest map[string]WriterDigest
+
+// WriterDigest summarises the entries one writer's version is on. Count and
+// Sum describe the set held now; Max is the highest version of that writer
+// the store has held (it does not go down when an entry is collected or
+// overwritten by another writer).
+type WriterDigest struct {
+	Max   Version `cbor:"1,keyasint"`
+	Count int     `cbor:"2,keyasint"`
+	Sum   uint64  `cbor:"3,keyasint"` // sum of entryHash over the set, mod 2^64
+}
+
+// entryHash identifies one (path, version, deleted) triple; versions are
+// unique per writer, so the value need not be hashed. Summing hashes (not
+// xoring) keeps the digest incremental and order-free.
+func entryHash(e Entry) uint64 {
+	h := fnvString(fnvOffset, e.Path)
+	h = fnvByte(h, 0)
+	h = fnvUint(h, uint64(e.Version.Wall), 8)
+	h = fnvUint(h, uint64(e.Version.Logical), 4)
+	h = fnvString(h, e.Version.Node)
+	if e.Deleted {
+		h = fnvByte(h, 1)
+	}
+	return mix64(h)
+}
+
+// FNV-1a, inlined: hash/fnv would allocate on every write.
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+func fnvByte(h uint64, c byte) uint64 { return (h ^ uint64(c)) * fnvPrime }
+
+func fnvString(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h = fnvByte(h, s[i])
+	}
+	return h
+}
+
+func fnvUint(h, v uint64, n int) uint64 {
+	for i := n - 1; i >= 0; i-- {
+		h = fnvByte(h, byte(v>>(8*i)))
+	}
+	return h
+}
+
+// mix64 is the splitmix64 finaliser: FNV's low bits are weak, and sums of
+// weak hashes collide more easily than the hashes do.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
+
+// digestAdd and digestRemove keep the per-writer digest in step with the
+// index. The caller holds mu for writing.
+func (s *Store) digestAdd(r *record) {
+	w := r.e.Version.Node
+	d := s.digest[w]
+	if d == nil {
+		d = &WriterDigest{}
+		s.digest[w] = d
+	}
+	d.Count++
+	d.Sum += r.h
+	if d.Max.Less(r.e.Version) {
+		d.Max = r.e.Version
+	}
+}
+
+func (s *Store) digestRemove(r *record) {
+	d := s.digest[r.e.Version.Node]
+	d.Count--
+	d.Sum -= r.h
+}
+
+// Digest returns the per-writer summary of this store, for a peer's Missing.
+func (s *Store) Digest() Digest {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make(Digest, len(s.digest))
+	for w, d := range s.digest {
+		out[w] = *d
+	}
+	return out
+}
+
+// Missing returns the entries (tombstones included, expired ones not) that
+// this store holds and the holder of remote lacks or holds older, as far as
+// the digest can tell. Per writer: equal Count and Sum means nothing to
+// send; if the entries held here at or below remote's Max add up to
+// remote's Count and Sum, remote has no gaps and only the newer entries are
+// sent; otherwise (remote missed an older entry but got a newer one, or
+// holds a version this store does not) all of that writer's entries are
+// sent and the receiver's Merge keeps what is newer. Entries are in path
+// order.
+func (s *Store) Missing(remote Digest) []Entry {
+	const (
+		newer = iota + 1 // send entries above remote's Max
+		all              // send every entry of the writer
+	)
+	now := s.now()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+
+	mode := make(map[string]int)
+	for w, ld := range s.digest {
+		rd, ok := remote[w]
+		switch {
+		case ld.Count == 0:
+		case ok && rd.Count == ld.Count && rd.Sum == ld.Sum:
+		case !ok || rd.Count <= 0 || rd.Max.IsZero():
+			mode[w] = all
+		default:
+			mode[w] = newer
+		}
+	}
+	if len(mode) == 0 {
+		return nil
+	}
+
+	// One pass decides, for the writers in "newer" mode, whether remote's
+	// set equals ours up to its Max.
+	type below struct {
+		count int
+		sum   uint64
+	}
+	seen := make(map[string]*below)
+	for w, m := range mode {
+		if m == newer {
+			seen[w] = &below{}
+		}
+	}
+	if len(seen) > 0 {
+		s.tree.Ascend(func(r *record) bool {
+			w := r.e.Version.Node
+			if b := seen[w]; b != nil && !remote[w].Max.Less(r.e.Version) {
+				b.count++
+				b.sum += r.h
+			}
+			return true
+		})
+		for w, b := range seen {
+			if rd := remote[w]; b.count != rd.Count || b.sum != rd.Sum {
+				mode[w] = all
+			}
+		}
+	}
+
+	var out []Entry
+	s.tree.Ascend(func(r *record) bool {
+		w := r.e.Version.Node
+		switch mode[w] {
+		case all:
+		case newer:
+			if !remote[w].Max.Less(r.e.Version) {
+				return true
+			}
+		default:
+			return true
+		}
+		if !s.expired(r.e, now) {
+			out = append(out, r.e)
+		}
+		return true
+	})
+	return out
+}
