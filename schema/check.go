@@ -2,6 +2,7 @@ package schema
 
 import (
 	"fmt"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -126,51 +127,74 @@ var oneOf = map[string]string{
 }
 
 // errorDiagnostics turns CUE errors into diagnostics, each placed in the
-// user's file where possible.
+// user's file where possible, and drops the echoes CUE adds around the
+// error that matters: the "N errors in empty disjunction" header, the
+// conflict with a default next to the constraint the value broke, and the
+// missing choices of a matchN.
 func errorDiagnostics(err error, ev *evaluation) []Diagnostic {
-	errs := cueerrors.Errors(err)
-	matchN := map[string]bool{}
-	for _, e := range errs {
-		format, _ := e.Msg()
-		if strings.Contains(format, "does not satisfy") && strings.Contains(fmt.Sprint(e), "matchN") {
-			matchN[strings.Join(e.Path(), ".")] = true
-		}
+	type cueError struct {
+		e    cueerrors.Error
+		path []string
+		msg  string
 	}
-	var diags []Diagnostic
-	for _, e := range errs {
+	var errs []cueError
+	invalid := map[string]bool{} // paths with a broken constraint
+	matchN := map[string]bool{}  // paths with a matchN error
+	for _, e := range cueerrors.Errors(err) {
+		path := e.Path()
+		if len(path) > 0 && path[0] == "#Config" {
+			path = path[1:]
+		}
 		format, args := e.Msg()
-		msg := fmt.Sprintf(format, args...)
-		path := strings.Join(e.Path(), ".")
-		if matchN[path] && strings.Contains(msg, "matchN") {
-			last := e.Path()[len(e.Path())-1]
-			if choices, ok := oneOf[last]; ok {
-				_, count, _ := strings.Cut(msg, "): ")
-				msg = fmt.Sprintf("set exactly one of %s (%s)", choices, count)
+		ce := cueError{e: e, path: path, msg: fmt.Sprintf(format, args...)}
+		key := strings.Join(path, ".")
+		if strings.HasPrefix(ce.msg, "incomplete value") {
+			ce.msg += " (the value must be concrete: a single string, number, bool, list or struct)"
+		}
+		if strings.HasPrefix(ce.msg, "invalid value") {
+			invalid[key] = true
+		}
+		if m := matchNCount.FindStringSubmatch(e.Error()); m != nil && len(path) > 0 {
+			matchN[key] = true
+			if choices, ok := oneOf[path[len(path)-1]]; ok {
+				ce.msg = fmt.Sprintf("set exactly one of %s (%s)", choices, m[1])
 			}
 		}
-		// matchN reports each choice it tried as a missing required field;
-		// the error on the parent says it better.
-		if i := strings.LastIndex(path, "."); i > 0 && matchN[path[:i]] && strings.Contains(msg, "required but not present") {
+		errs = append(errs, ce)
+	}
+	var diags []Diagnostic
+	for _, ce := range errs {
+		key := strings.Join(ce.path, ".")
+		parent := ""
+		if len(ce.path) > 0 {
+			parent = strings.Join(ce.path[:len(ce.path)-1], ".")
+		}
+		switch {
+		case strings.Contains(ce.msg, "errors in empty disjunction"):
+			continue
+		case invalid[key] && strings.HasPrefix(ce.msg, "conflicting values"):
+			continue
+		case matchN[parent] && strings.Contains(ce.msg, "required but not present"):
 			continue
 		}
-		d := Diagnostic{Path: path, Message: msg}
-		if pos, ok := ev.position(e); ok {
+		d := Diagnostic{File: ".", Path: key, Message: ce.msg}
+		if pos, ok := ev.position(ce.e, ce.path); ok {
 			d.File, d.Line, d.Column = pos.Filename(), pos.Line(), pos.Column()
-		} else if ev == nil && e.Position().IsValid() {
-			p := e.Position()
+		} else if p := ce.e.Position(); ev == nil && p.IsValid() {
+			// Syntax errors, before there is an evaluation.
 			d.File, d.Line, d.Column = p.Filename(), p.Line(), p.Column()
-		} else {
-			d.File = "."
 		}
 		diags = append(diags, d)
 	}
 	return diags
 }
 
+var matchNCount = regexp.MustCompile(`does not satisfy matchN.*?(\d+ matched, expected \d+)`)
+
 // position finds where in the user's files an error belongs: a position
 // the error names in a user file, else the user's value at the error's
 // path or its nearest parent.
-func (ev *evaluation) position(e cueerrors.Error) (token.Pos, bool) {
+func (ev *evaluation) position(e cueerrors.Error, path []string) (token.Pos, bool) {
 	if ev == nil {
 		return token.NoPos, false
 	}
@@ -179,7 +203,7 @@ func (ev *evaluation) position(e cueerrors.Error) (token.Pos, bool) {
 			return p, true
 		}
 	}
-	return ev.pathPosition(e.Path())
+	return ev.pathPosition(path)
 }
 
 func (ev *evaluation) pathPosition(path []string) (token.Pos, bool) {

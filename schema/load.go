@@ -106,6 +106,9 @@ func Load(ctx context.Context, dir string) (*Snapshot, []Diagnostic, error) {
 	}
 	files, diags, err := readFiles(ctx, dir)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil, contextError(ctx, dir)
+		}
 		return nil, nil, err
 	}
 	if len(files) == 0 && len(diags) == 0 {
@@ -114,8 +117,8 @@ func Load(ctx context.Context, dir string) (*Snapshot, []Diagnostic, error) {
 	if len(diags) > 0 {
 		return nil, sortDiagnostics(diags), nil
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, nil, fmt.Errorf("load %s: %w", dir, err)
+	if ctx.Err() != nil {
+		return nil, nil, contextError(ctx, dir)
 	}
 
 	type result struct {
@@ -136,11 +139,17 @@ func Load(ctx context.Context, dir string) (*Snapshot, []Diagnostic, error) {
 	case r := <-done:
 		return r.snap, sortDiagnostics(r.diags), r.err
 	case <-ctx.Done():
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, nil, fmt.Errorf("load %s: %w", dir, ErrTimeout)
-		}
-		return nil, nil, fmt.Errorf("load %s: %w", dir, ctx.Err())
+		return nil, nil, contextError(ctx, dir)
 	}
+}
+
+// contextError says why Load stopped early: ErrTimeout at the deadline,
+// else the context's own error.
+func contextError(ctx context.Context, dir string) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("load %s: %w", dir, ErrTimeout)
+	}
+	return fmt.Errorf("load %s: %w", dir, ctx.Err())
 }
 
 // readFiles walks dir and parses every desired-state file. Problems with a
