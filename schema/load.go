@@ -41,6 +41,10 @@ const (
 	// refused before parsing, so that a stray generated file cannot make
 	// every node's sync slow.
 	MaxFileSize = 1 << 20
+	// LanguageVersion is the CUE language version that the embedded
+	// evaluator (cuelang.org/go v0.17.1) implements; Init writes it into
+	// cue.mod/module.cue.
+	LanguageVersion = "v0.17.1"
 )
 
 var (
@@ -58,11 +62,11 @@ var (
 
 // Diagnostic is one problem found in a desired-state repository.
 type Diagnostic struct {
-	File    string // relative to the loaded directory, with forward slashes; "." for the directory itself
-	Line    int    // 1-based; 0 when the problem has no position inside File
-	Column  int
-	Path    string // CUE path of the value, such as ctx.web.replicas; may be empty
-	Message string
+	File    string `json:"file"`           // relative to the loaded directory, with forward slashes; "." for the directory itself
+	Line    int    `json:"line,omitempty"` // 1-based; 0 when the problem has no position inside File
+	Column  int    `json:"column,omitempty"`
+	Path    string `json:"path,omitempty"` // CUE path of the value, such as ctx.web.replicas
+	Message string `json:"message"`
 }
 
 // String formats d as "file:line:col: path: message", leaving out what d
