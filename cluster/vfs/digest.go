@@ -4,10 +4,8 @@ package vfs
 // whose digests agree for a writer hold the same entries of that writer.
 type Digest map[string]WriterDigest
 
-// WriterDigest summarises the entries one writer's version is on. Count and
-// Sum describe the set held now; Max is the highest version of that writer
-// the store has held (it does not go down when an entry is collected or
-// overwritten by another writer).
+// WriterDigest summarises the entries held whose version one writer wrote:
+// the highest such version, how many there are and the sum of their hashes.
 type WriterDigest struct {
 	Max   Version `cbor:"1,keyasint"`
 	Count int     `cbor:"2,keyasint"`
@@ -63,34 +61,66 @@ func mix64(x uint64) uint64 {
 }
 
 // digestAdd and digestRemove keep the per-writer digest in step with the
-// index. The caller holds mu for writing.
-func (s *Store) digestAdd(r *record) {
-	w := r.e.Version.Node
-	d := s.digest[w]
+// index. The caller holds mu for writing. Removing the entry that holds a
+// writer's Max only marks the Max stale: finding the next one takes a scan,
+// which Digest does once rather than every write.
+func (s *Store) digestAdd(v Version, h uint64) {
+	d := s.digest[v.Node]
 	if d == nil {
-		d = &WriterDigest{}
-		s.digest[w] = d
+		d = &writerState{}
+		s.digest[v.Node] = d
 	}
 	d.Count++
-	d.Sum += r.h
-	if d.Max.Less(r.e.Version) {
-		d.Max = r.e.Version
+	d.Sum += h
+	if d.Max.Less(v) {
+		d.Max, d.stale = v, false
 	}
 }
 
-func (s *Store) digestRemove(r *record) {
-	d := s.digest[r.e.Version.Node]
+func (s *Store) digestRemove(v Version, h uint64) {
+	d := s.digest[v.Node]
 	d.Count--
-	d.Sum -= r.h
+	d.Sum -= h
+	if d.Count == 0 {
+		delete(s.digest, v.Node)
+	} else if d.Max == v {
+		d.stale = true
+	}
+}
+
+// writerState is a WriterDigest under maintenance.
+type writerState struct {
+	WriterDigest
+	stale bool // Max was removed; the true Max is lower
 }
 
 // Digest returns the per-writer summary of this store, for a peer's Missing.
 func (s *Store) Digest() Digest {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var stale map[string]*writerState
+	for w, d := range s.digest {
+		if d.stale {
+			if stale == nil {
+				stale = make(map[string]*writerState)
+			}
+			stale[w] = d
+			d.Max = Version{}
+		}
+	}
+	if stale != nil {
+		for _, r := range s.entries {
+			if d := stale[r.e.Version.Node]; d != nil && d.Max.Less(r.e.Version) {
+				d.Max = r.e.Version
+			}
+		}
+		for _, d := range stale {
+			d.stale = false
+		}
+	}
 	out := make(Digest, len(s.digest))
 	for w, d := range s.digest {
-		out[w] = *d
+		out[w] = d.WriterDigest
 	}
 	return out
 }

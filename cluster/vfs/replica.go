@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -266,7 +267,7 @@ func (s *Store) openReplica(ctx context.Context, dir string) error {
 			"file", file, "moved_to", aside, "err", err)
 		s.entries = make(map[string]*record)
 		s.tree.Clear(false)
-		s.digest = make(map[string]*WriterDigest)
+		s.digest = make(map[string]*writerState)
 		s.clock, s.contact = hlc{}, 0
 		db, err = s.loadReplica(ctx, file)
 	}
@@ -291,8 +292,10 @@ func (s *Store) loadReplica(ctx context.Context, file string) (db *bolt.DB, err 
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
+	// bbolt trusts its pages: a scribbled file can make it panic, and a
+	// truncated one fault on the mapping. Turn both into errCorrupt.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
-		// bbolt trusts its pages; a scribbled file can make it panic.
 		if p := recover(); p != nil {
 			if db != nil {
 				db.Close()
@@ -300,10 +303,12 @@ func (s *Store) loadReplica(ctx context.Context, file string) (db *bolt.DB, err 
 			db, err = nil, fmt.Errorf("vfs open %s: %w: %v", file, errCorrupt, p)
 		}
 	}()
+	// The freelist stays synced (NoFreelistSync false): without it bbolt
+	// rebuilds the freelist at open in a goroutine of its own, where a
+	// corrupt page panics beyond our recover.
 	db, err = bolt.Open(file, 0o600, &bolt.Options{
-		Timeout:        timeout,
-		FreelistType:   bolt.FreelistMapType,
-		NoFreelistSync: true,
+		Timeout:      timeout,
+		FreelistType: bolt.FreelistMapType,
 	})
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
@@ -363,7 +368,7 @@ func (s *Store) readReplica(db *bolt.DB) error {
 			r := &record{e: e, h: entryHash(e)}
 			s.entries[e.Path] = r
 			s.tree.ReplaceOrInsert(r)
-			s.digestAdd(r)
+			s.digestAdd(e.Version, r.h)
 			return nil
 		})
 	})

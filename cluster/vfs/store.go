@@ -110,7 +110,7 @@ type Store struct {
 	entries map[string]*record
 	tree    *btree.BTreeG[*record]
 	clock   hlc
-	digest  map[string]*WriterDigest
+	digest  map[string]*writerState
 	contact int64 // wall time of the last applied Merge, persisted for Stale checks
 
 	// notifyMu is taken before mu is released on every change, so OnChange
@@ -145,7 +145,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		watchBuf:     opts.WatchBuffer,
 		entries:      make(map[string]*record),
 		tree:         btree.NewG(32, func(a, b *record) bool { return a.e.Path < b.e.Path }),
-		digest:       make(map[string]*WriterDigest),
+		digest:       make(map[string]*writerState),
 		watchers:     make(map[*watcher]struct{}),
 		futureLogged: make(map[string]time.Time),
 		done:         make(chan struct{}),
@@ -411,14 +411,17 @@ func (s *Store) expired(e Entry, now time.Time) bool {
 func (s *Store) apply(e Entry) {
 	h := entryHash(e)
 	if r := s.entries[e.Path]; r != nil {
-		s.digestRemove(r)
+		// Add before remove, so a writer replacing its own newest entry
+		// moves its Max up instead of marking it stale.
+		oldV, oldH := r.e.Version, r.h
 		r.e, r.h = e, h
-		s.digestAdd(r)
+		s.digestAdd(e.Version, h)
+		s.digestRemove(oldV, oldH)
 	} else {
 		r = &record{e: e, h: h}
 		s.entries[e.Path] = r
 		s.tree.ReplaceOrInsert(r)
-		s.digestAdd(r)
+		s.digestAdd(e.Version, h)
 	}
 	if s.rep != nil {
 		s.rep.mark(e.Path, &e, s.clockVersion(), s.contact)
@@ -430,7 +433,7 @@ func (s *Store) apply(e Entry) {
 func (s *Store) remove(r *record) {
 	delete(s.entries, r.e.Path)
 	s.tree.Delete(r)
-	s.digestRemove(r)
+	s.digestRemove(r.e.Version, r.h)
 	if s.rep != nil {
 		s.rep.mark(r.e.Path, nil, s.clockVersion(), s.contact)
 	}
@@ -532,11 +535,6 @@ func (s *Store) DropReplica() int {
 	}
 	for _, r := range drop {
 		s.remove(r)
-	}
-	for w, d := range s.digest {
-		if w != s.node && d.Count == 0 {
-			delete(s.digest, w)
-		}
 	}
 	s.notifyMu.Lock()
 	s.mu.Unlock()
