@@ -1,0 +1,57 @@
+package process
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/ctxos/ctxos/drivers"
+)
+
+// ApplyHalfway applies c up to the point where the process runs and its
+// record still says Starting without a pid: where an agent that died inside
+// Apply leaves things.
+func (d *Driver) ApplyHalfway(ctx context.Context, c drivers.Change) error {
+	d.haltAfterLaunch = true
+	defer func() { d.haltAfterLaunch = false }()
+	_, err := d.Apply(ctx, c)
+	return err
+}
+
+// CountRunning counts the live session leaders on the host whose
+// environment names instance id, independently of any record.
+func CountRunning(id string) int {
+	entries, _ := os.ReadDir("/proc")
+	n := 0
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil {
+			continue
+		}
+		found := false
+		for _, kv := range strings.Split(string(env), "\x00") {
+			if kv == envInstance+"="+id {
+				found = true
+			}
+		}
+		if !found {
+			continue
+		}
+		st, err := readProcStat(pid)
+		if err == nil && st.session == pid && st.state != 'Z' {
+			n++
+		}
+	}
+	return n
+}
+
+// ReadProcStartTicks exposes the start time the driver records for pid.
+func ReadProcStartTicks(pid int) (uint64, error) {
+	st, err := readProcStat(pid)
+	return st.startTicks, err
+}
