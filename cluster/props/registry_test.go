@@ -3,6 +3,7 @@ package props
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"reflect"
 	"strings"
 	"testing"
@@ -24,7 +25,7 @@ type statusFunc struct {
 	fn   func(ctx context.Context, s *Status) error
 }
 
-func (p statusFunc) Name() string                                      { return p.name }
+func (p statusFunc) Name() string                                       { return p.name }
 func (p statusFunc) CollectStatus(ctx context.Context, s *Status) error { return p.fn(ctx, s) }
 
 func setCPU(threads int) propsFunc {
@@ -76,7 +77,7 @@ func TestPropsFailingCollector(t *testing.T) {
 func TestPropsTimeout(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
-	r := NewRegistry(Options{Timeout: 20 * time.Millisecond})
+	r := NewRegistry(Options{Timeout: 20 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
 	r.AddProps(propsFunc{"hung", func(_ context.Context, hw *HW) error {
 		<-release // ignores ctx, as statfs on a dead NFS mount would
 		hw.MemoryBytes = 1
