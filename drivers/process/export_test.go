@@ -55,3 +55,30 @@ func ReadProcStartTicks(pid int) (uint64, error) {
 	st, err := readProcStat(pid)
 	return st.startTicks, err
 }
+
+// KillInstance SIGKILLs the process groups of every live session leader
+// whose environment names id; tests use it in cleanup.
+func KillInstance(id string) {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil || !strings.Contains("\x00"+string(env), "\x00"+envInstance+"="+id+"\x00") {
+			continue
+		}
+		if st, err := readProcStat(pid); err == nil && st.session == pid {
+			killGroup(pid, 9)
+		}
+	}
+}
+
+// Session returns the session id of pid.
+func Session(pid int) (int, error) {
+	st, err := readProcStat(pid)
+	return st.session, err
+}
+
+var Credential = credential

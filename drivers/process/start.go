@@ -275,8 +275,11 @@ func (d *Driver) load(u *unit) {
 	if rec.Pid > 0 && (rec.State == drivers.Running || rec.State == drivers.Starting) {
 		pidfd = openPidfd(rec.Pid, rec.StartTicks)
 		if pidfd < 0 {
+			// Gone, or the pid now belongs to another process (its start
+			// time differs): either way not ours to watch or signal.
 			rec.State, rec.ExitCode = drivers.Failed, -1
 			rec.Message = fmt.Sprintf("process %d exited while no agent supervised it (exit code unknown)", rec.Pid)
+			rec.Pid, rec.StartTicks = 0, 0
 			changed = true
 		} else if rec.State != drivers.Running {
 			rec.State, changed = drivers.Running, true
