@@ -40,7 +40,8 @@ type Driver interface {
 	// the previous one started. An instance whose record is damaged is
 	// returned with State Failed and the reason in Message rather than
 	// hidden. Observe returns an error only when the records cannot be read
-	// at all (state dir unreadable, runtime unreachable) or ctx is done.
+	// at all (state dir unreadable, runtime unreachable), ctx is done, or
+	// the driver is closed (ErrClosed).
 	Observe(ctx context.Context) ([]Instance, error)
 
 	// Plan compares the desired instances with the observed ones and returns
@@ -48,7 +49,8 @@ type Driver interface {
 	// no side effects. For each change, [Preview] gives the report Apply
 	// returns when the change succeeds. Plan returns an error wrapping
 	// ErrInvalidSpec, naming the instance and field, if a desired spec is
-	// invalid or an id is desired twice; it then returns no changes.
+	// invalid or an id is desired twice, or ErrUnsupported if the driver
+	// cannot run a spec at all; it then returns no changes.
 	Plan(ctx context.Context, desired []Spec, observed []Instance) ([]Change, error)
 
 	// Apply makes one change and reports what it did. It is idempotent: it

@@ -58,3 +58,5 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.tb.Log(string(p))
 	return len(p), nil
 }
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
