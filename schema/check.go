@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 
-	"cuelang.org/go/cue"
 	"cuelang.org/go/cue/ast"
 	cueerrors "cuelang.org/go/cue/errors"
 	"cuelang.org/go/cue/token"
@@ -191,45 +190,91 @@ func errorDiagnostics(err error, ev *evaluation) []Diagnostic {
 
 var matchNCount = regexp.MustCompile(`does not satisfy matchN.*?(\d+ matched, expected \d+)`)
 
-// position finds where in the user's files an error belongs: a position
-// the error names in a user file, else the user's value at the error's
-// path or its nearest parent.
+// position finds where in the user's files an error belongs: the field
+// at the error's path (or the value on the same line that the error
+// points at), else a position the error names in a user file, else the
+// field at the nearest parent path.
 func (ev *evaluation) position(e cueerrors.Error, path []string) (token.Pos, bool) {
 	if ev == nil {
 		return token.NoPos, false
 	}
+	if pos, ok := ev.fields[strings.Join(path, ".")]; ok && len(path) > 0 {
+		// Prefer the error's own position of the value on the field's
+		// line ("three" in replicas: "three") to the field's label.
+		for _, p := range cueerrors.Positions(e) {
+			if p.Filename() == pos.Filename() && p.Line() == pos.Line() && p.Column() > pos.Column() {
+				return p, true
+			}
+		}
+		return pos, true
+	}
 	for _, p := range cueerrors.Positions(e) {
-		if ev.userFiles[p.Filename()] {
+		// An embedded schema.#Config takes part in every error of its
+		// file; it says nothing about where the problem is.
+		if ev.userFiles[p.Filename()] && !ev.embeds[p] {
 			return p, true
 		}
 	}
 	return ev.pathPosition(path)
 }
 
+// pathPosition is the position of the field at path or its nearest parent.
 func (ev *evaluation) pathPosition(path []string) (token.Pos, bool) {
-	if !ev.user.Exists() {
-		return token.NoPos, false
-	}
-	sels := make([]cue.Selector, 0, len(path))
-	for _, p := range path {
-		if n, err := strconv.Atoi(p); err == nil {
-			sels = append(sels, cue.Index(n))
-		} else if strings.HasPrefix(p, "#") {
-			sels = append(sels, cue.Def(p))
-		} else {
-			sels = append(sels, cue.Str(p))
-		}
-	}
-	for i := len(sels); i > 0; i-- {
-		v := ev.user.LookupPath(cue.MakePath(sels[:i]...))
-		if !v.Exists() {
-			continue
-		}
-		if p := v.Pos(); ev.userFiles[p.Filename()] {
+	for i := len(path); i > 0; i-- {
+		if p, ok := ev.fields[strings.Join(path[:i], ".")]; ok {
 			return p, true
 		}
 	}
 	return token.NoPos, false
+}
+
+// indexFields records the position of every field with a literal label,
+// and of every list element, by path, first file first.
+func (ev *evaluation) indexFields(prefix string, decls []ast.Decl) {
+	for _, decl := range decls {
+		switch x := decl.(type) {
+		case *ast.Field:
+			name, _, err := ast.LabelName(x.Label)
+			if err != nil {
+				continue
+			}
+			key := name
+			if prefix != "" {
+				key = prefix + "." + name
+			}
+			if _, ok := ev.fields[key]; !ok {
+				ev.fields[key] = x.Label.Pos()
+			}
+			ev.indexValue(key, x.Value)
+		case *ast.EmbedDecl:
+			if prefix == "" {
+				ev.embeds[x.Expr.Pos()] = true
+			}
+			ev.indexValue(prefix, x.Expr)
+		}
+	}
+}
+
+func (ev *evaluation) indexValue(path string, e ast.Expr) {
+	switch x := e.(type) {
+	case *ast.StructLit:
+		ev.indexFields(path, x.Elts)
+	case *ast.ListLit:
+		for i, elt := range x.Elts {
+			key := path + "." + strconv.Itoa(i)
+			if _, ok := ev.fields[key]; !ok {
+				ev.fields[key] = elt.Pos()
+			}
+			ev.indexValue(key, elt)
+		}
+	case *ast.BinaryExpr:
+		if x.Op == token.AND {
+			ev.indexValue(path, x.X)
+			ev.indexValue(path, x.Y)
+		}
+	case *ast.ParenExpr:
+		ev.indexValue(path, x.X)
+	}
 }
 
 // at returns a diagnostic placed at the user's value at path.

@@ -361,8 +361,9 @@ const schemaFilePrefix = "$ctxos/schema/"
 
 // evaluation holds what evaluate needs to turn CUE errors into diagnostics.
 type evaluation struct {
-	user      cue.Value       // the user's files alone, for positions
-	userFiles map[string]bool // rel paths of user files
+	userFiles map[string]bool      // rel paths of user files
+	fields    map[string]token.Pos // path (ctx.web.replicas) → label position in the user's files
+	embeds    map[token.Pos]bool   // top-level embeddings, such as schema.#Config
 }
 
 // evaluate unifies the user's files with the schema, validates the result
@@ -379,12 +380,17 @@ func evaluate(files []sourceFile) (*Snapshot, []Diagnostic, error) {
 		return nil, nil, fmt.Errorf("embedded schema: %w", err)
 	}
 
-	ev := &evaluation{userFiles: make(map[string]bool, len(files))}
+	ev := &evaluation{
+		userFiles: make(map[string]bool, len(files)),
+		fields:    make(map[string]token.Pos),
+		embeds:    make(map[token.Pos]bool),
+	}
 	diags := checkNames(files)
 	inst := bctx.NewInstance("", nil)
 	inst.Imports = []*build.Instance{sinst}
 	for _, f := range files {
 		ev.userFiles[f.rel] = true
+		ev.indexFields("", f.syntax.Decls)
 		if err := inst.AddSyntax(f.syntax); err != nil {
 			diags = append(diags, errorDiagnostics(err, ev)...)
 		}
@@ -392,11 +398,11 @@ func evaluate(files []sourceFile) (*Snapshot, []Diagnostic, error) {
 	if inst.Err != nil {
 		return nil, append(diags, errorDiagnostics(inst.Err, ev)...), nil
 	}
-	ev.user = cctx.BuildInstance(inst)
-	if err := ev.user.Err(); err != nil {
+	user := cctx.BuildInstance(inst)
+	if err := user.Err(); err != nil {
 		return nil, append(diags, errorDiagnostics(err, ev)...), nil
 	}
-	config := schema.LookupPath(cue.MakePath(cue.Def("#Config"))).Unify(ev.user)
+	config := schema.LookupPath(cue.MakePath(cue.Def("#Config"))).Unify(user)
 	if err := config.Validate(cue.Concrete(true)); err != nil {
 		return nil, append(diags, errorDiagnostics(err, ev)...), nil
 	}
