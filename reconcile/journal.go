@@ -53,8 +53,8 @@ type Step struct {
 	State      StepState `cbor:"state" json:"state"`
 	Attempt    int       `cbor:"attempt" json:"attempt"`
 	Error      string    `cbor:"error,omitempty" json:"error,omitempty"`
-	Started    time.Time `cbor:"started,omitempty" json:"started,omitzero"`
-	Ended      time.Time `cbor:"ended,omitempty" json:"ended,omitzero"`
+	Started    time.Time `cbor:"started,omitzero" json:"started,omitzero"`
+	Ended      time.Time `cbor:"ended,omitzero" json:"ended,omitzero"`
 	// At is when the journal recorded this transition; Record sets it.
 	At time.Time `cbor:"at" json:"at"`
 	// Report is the driver's change report, CBOR-encoded by the loop; the

@@ -48,7 +48,8 @@ type LeaseStore interface {
 // higher epoch. So that a free lease does not stay free when the node first
 // in line is listed as live but does not act (hung, or its view lags), the
 // node at position k of that line may take it once k TTLs have passed since
-// the lease became free.
+// the lease became free (expired or released). A lease that was never taken
+// has no such moment, so only the first in line takes it.
 //
 // A holder keeps renewing while it is eligible, even when a node ranked
 // higher comes back: moving the lease costs a new epoch and a handover, so

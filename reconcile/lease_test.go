@@ -394,3 +394,16 @@ func TestRankRendezvous(t *testing.T) {
 		}
 	}
 }
+
+func TestLeaseNeverTakenOnlyFirstInLine(t *testing.T) {
+	t.Parallel()
+	members := []string{"a", "b", "c"}
+	nodes, _, clock := leaseCluster(members...)
+	key := "mid/cache/primary"
+	rank := Rank(key, members)
+	clock.Advance(100 * ttl)
+	others := map[string]*Leases{rank[1]: nodes[rank[1]], rank[2]: nodes[rank[2]]}
+	if got := acquireAll(t, others, key, members); got != nil {
+		t.Errorf("a lease never taken went to %v, not first in line %s", got, rank[0])
+	}
+}
