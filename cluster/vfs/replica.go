@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -132,19 +133,46 @@ func (r *replica) signal() {
 	}
 }
 
+// maxBatch bounds one transaction, so a burst (a full resync, a bulk
+// export) costs bounded memory in bbolt's dirty pages rather than one
+// transaction as large as the store.
+const maxBatch = 8192
+
 func (r *replica) commit() error {
 	r.mu.Lock()
 	if r.committed == r.marked {
 		r.mu.Unlock()
 		return nil
 	}
-	batch, gen, clock, contact := r.dirty, r.marked, r.clock, r.contact
-	r.dirty = make(map[string]pending, len(batch)/2)
+	gen, clock, contact := r.marked, r.clock, r.contact
+	paths := make([]string, 0, min(len(r.dirty), maxBatch))
+	for path := range r.dirty {
+		if len(paths) == maxBatch {
+			break
+		}
+		paths = append(paths, path)
+	}
+	batch := make(map[string]pending, len(paths))
+	for _, path := range paths {
+		batch[path] = r.dirty[path]
+		delete(r.dirty, path)
+	}
+	partial := len(r.dirty) > 0
+	if !partial {
+		// Go maps never shrink: drop the one a burst grew.
+		r.dirty = make(map[string]pending)
+	}
 	r.mu.Unlock()
+	// In key order bbolt touches each page once and appends mostly in place.
+	slices.Sort(paths)
 
 	err := r.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEntries)
-		for path, p := range batch {
+		// Paths are mostly written once and updated in place, so pack pages
+		// fuller than bbolt's default of half.
+		b.FillPercent = 0.9
+		for _, path := range paths {
+			p := batch[path]
 			if p.gone {
 				if err := b.Delete([]byte(path)); err != nil {
 					return err
@@ -179,6 +207,11 @@ func (r *replica) commit() error {
 		return err
 	}
 	r.err = nil
+	if partial {
+		// More is queued: go again at once; committed waits for the rest.
+		r.signal()
+		return nil
+	}
 	r.committed = gen
 	close(r.committedCh)
 	r.committedCh = make(chan struct{})
