@@ -9,6 +9,13 @@
 // driver watches every process (wait for its children, pidfd for adopted
 // ones), restarts it by its restart policy with exponential backoff, and
 // reports exits as [drivers.Event]s.
+//
+// With root and isolate: true, a process runs as the init of a runc
+// libcontainer container: its own mount, pid, uts and ipc namespaces, the
+// host's directories bound read-only into an empty rootfs, a private /proc,
+// /dev and /tmp, the host's network, and cgroup limits for memory, CPU and
+// pids. Any binary importing this package can serve as the container's init
+// (libcontainer re-executes /proc/self/exe init); building it needs cgo.
 package process
 
 import (
@@ -306,7 +313,8 @@ func (d *Driver) Observe(ctx context.Context) ([]drivers.Instance, error) {
 
 // Plan returns [drivers.PlanChanges] after checking each desired spec runs
 // on this driver: an error wraps ErrInvalidSpec (no command) or
-// ErrUnsupported (an image, isolation, mounts).
+// ErrUnsupported (an image; isolation without root; mounts without
+// isolation).
 func (d *Driver) Plan(ctx context.Context, desired []drivers.Spec, observed []drivers.Instance) ([]drivers.Change, error) {
 	for _, s := range desired {
 		if err := d.checkSpec(s); err != nil {
@@ -317,7 +325,8 @@ func (d *Driver) Plan(ctx context.Context, desired []drivers.Spec, observed []dr
 }
 
 // checkSpec refuses what this driver cannot run. Resource limits without
-// isolation are accepted and not enforced: placement uses them.
+// isolation are accepted and not enforced: placement uses them. Isolation
+// and mounts need root.
 func (d *Driver) checkSpec(s drivers.Spec) error {
 	if err := s.Validate(); err != nil {
 		return err
@@ -328,10 +337,10 @@ func (d *Driver) checkSpec(s drivers.Spec) error {
 	if s.Image != "" {
 		return fmt.Errorf("%w: instance %q: image: the process driver runs host commands; images need the containerd driver", drivers.ErrUnsupported, s.ID)
 	}
-	if s.Isolate {
-		return fmt.Errorf("%w: instance %q: isolate: true is not supported by this build", drivers.ErrUnsupported, s.ID)
+	if s.Isolate && d.euid != 0 {
+		return fmt.Errorf("%w: instance %q: isolate: true needs the agent to run as root (it runs as uid %d)", drivers.ErrUnsupported, s.ID, d.euid)
 	}
-	if len(s.Mounts) > 0 {
+	if len(s.Mounts) > 0 && !s.Isolate {
 		return fmt.Errorf("%w: instance %q: mounts: need isolate: true", drivers.ErrUnsupported, s.ID)
 	}
 	return nil
@@ -379,6 +388,9 @@ func (d *Driver) apply(ctx context.Context, c drivers.Change) (drivers.Report, e
 		}
 		if err := d.stop(ctx, u); err != nil {
 			return drivers.Report{}, err
+		}
+		if rec.Spec.Isolate {
+			d.destroyContainer(c.ID)
 		}
 		if err := d.removeRecord(c.ID); err != nil {
 			return drivers.Report{}, err

@@ -82,3 +82,6 @@ func Session(pid int) (int, error) {
 }
 
 var Credential = credential
+
+// SetEUID makes the driver act as if it ran as uid n.
+func (d *Driver) SetEUID(n int) { d.euid = n }

@@ -56,26 +56,32 @@ func (d *Driver) start(u *unit, spec drivers.Spec, restarts, quickExits int) err
 	u.present, u.rec = true, rec
 	u.mu.Unlock()
 
-	if err := cmd.Start(); err != nil {
+	var proc launched
+	if spec.Isolate {
+		proc, err = d.launchIsolated(spec, cmd)
+	} else {
+		proc, err = launchHost(cmd)
+	}
+	if err != nil {
 		return fmt.Errorf("instance %q: start %s: %w", spec.ID, cmd.Path, err)
 	}
 	if d.haltAfterLaunch {
-		go cmd.Wait() // as init would reap it once the agent is gone
+		go proc.wait() // as init would reap it once the agent is gone
 		return nil
 	}
-	pid := cmd.Process.Pid
+	pid := proc.pid
 	st, err := readProcStat(pid)
 	if err != nil {
-		// The process is ours and already gone; record what wait says.
-		cmd.Wait()
+		// The process is ours and already gone.
+		proc.wait()
 		return fmt.Errorf("instance %q: read start time of pid %d: %w", spec.ID, pid, err)
 	}
 	rec.Pid, rec.StartTicks, rec.StartedAt, rec.State = pid, st.startTicks, d.now(), drivers.Running
 	if err := d.writeRecord(rec); err != nil {
 		// Without a record the process would be unknown to the next
 		// agent: stop it rather than leave an orphan.
-		unix.Kill(-pid, unix.SIGKILL)
-		cmd.Wait()
+		signalLive(pid, unix.SIGKILL)
+		proc.wait()
 		return err
 	}
 	exited := make(chan struct{})
@@ -85,8 +91,24 @@ func (d *Driver) start(u *unit, spec drivers.Spec, restarts, quickExits int) err
 	u.rec, u.exited = rec, exited
 	u.mu.Unlock()
 
-	go d.waitChild(u, gen, cmd, exited)
+	go d.waitChild(u, gen, proc.wait, exited)
 	return nil
+}
+
+// launched is a started process: its host pid and how to reap it.
+type launched struct {
+	pid  int
+	wait func() (*os.ProcessState, error)
+}
+
+func launchHost(cmd *exec.Cmd) (launched, error) {
+	if err := cmd.Start(); err != nil {
+		return launched{}, err
+	}
+	return launched{pid: cmd.Process.Pid, wait: func() (*os.ProcessState, error) {
+		err := cmd.Wait()
+		return cmd.ProcessState, err
+	}}, nil
 }
 
 // command builds the exec.Cmd for spec, refusing a missing command,
@@ -262,6 +284,13 @@ func (d *Driver) load(u *unit) {
 		// The previous agent stopped between starting the process and
 		// recording its pid: look for it by its start id.
 		pid, ticks, ferr := findByStartID(rec.StartID)
+		if rec.Spec.Isolate {
+			// The container's state knows its init even before it has
+			// exec'd the command (and so before it carries the start id).
+			if p, t, ok := d.containerInit(u.id); ok {
+				pid, ticks, ferr = p, t, nil
+			}
+		}
 		if ferr == nil {
 			rec.Pid, rec.StartTicks, rec.State, rec.StartedAt = pid, ticks, drivers.Running, d.now()
 			rec.Message = "found by start id after an interrupted start"

@@ -30,7 +30,7 @@ func (d *Driver) stop(ctx context.Context, u *unit) error {
 	// The process leads its own session and group (Setsid), so -pid reaches
 	// everything it started that did not leave the group.
 	sig := spec.StopSignal()
-	killGroup(pid, sig)
+	signalLive(pid, sig)
 	grace := time.NewTimer(spec.StopGrace())
 	defer grace.Stop()
 	select {
@@ -42,7 +42,7 @@ func (d *Driver) stop(ctx context.Context, u *unit) error {
 	case <-ctx.Done():
 		return fmt.Errorf("stop %s (pid %d): %w", u.id, pid, ctx.Err())
 	}
-	killGroup(pid, unix.SIGKILL)
+	signalLive(pid, unix.SIGKILL)
 	select {
 	case <-exited:
 		return nil
@@ -54,4 +54,13 @@ func (d *Driver) stop(ctx context.Context, u *unit) error {
 // killGroup signals process group pgid; a group already gone is fine.
 func killGroup(pgid int, sig unix.Signal) {
 	unix.Kill(-pgid, sig)
+}
+
+// signalLive signals a process not yet seen to exit and its group. The
+// process is signalled on its own too because an isolated one is the init
+// of its pid namespace and need not lead a group; once it has exited its
+// pid may be reused, so only killGroup is safe then.
+func signalLive(pid int, sig unix.Signal) {
+	unix.Kill(-pid, sig)
+	unix.Kill(pid, sig)
 }

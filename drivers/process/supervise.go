@@ -3,7 +3,6 @@ package process
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"syscall"
 	"time"
 
@@ -14,12 +13,12 @@ import (
 
 // waitChild reaps a process this driver started and hands its exit to the
 // supervisor.
-func (d *Driver) waitChild(u *unit, gen uint64, cmd *exec.Cmd, exited chan struct{}) {
-	// Not in d.wg: Wait returns only when the child exits, and Close must
+func (d *Driver) waitChild(u *unit, gen uint64, wait func() (*os.ProcessState, error), exited chan struct{}) {
+	// Not in d.wg: wait returns only when the child exits, and Close must
 	// not wait for workloads. After Close, exited ignores the exit.
-	err := cmd.Wait()
+	ps, err := wait()
 	close(exited)
-	code, msg := exitStatus(cmd.ProcessState, err)
+	code, msg := exitStatus(ps, err)
 	d.exited(u, gen, code, msg)
 }
 
