@@ -337,6 +337,9 @@ func (d *Driver) checkSpec(s drivers.Spec) error {
 	if s.Image != "" {
 		return fmt.Errorf("%w: instance %q: image: the process driver runs host commands; images need the containerd driver", drivers.ErrUnsupported, s.ID)
 	}
+	if s.Isolate && !isolateSupported {
+		return fmt.Errorf("%w: instance %q: isolate: true is not supported by this build (built without cgo)", drivers.ErrUnsupported, s.ID)
+	}
 	if s.Isolate && d.euid != 0 {
 		return fmt.Errorf("%w: instance %q: isolate: true needs the agent to run as root (it runs as uid %d)", drivers.ErrUnsupported, s.ID, d.euid)
 	}

@@ -1,3 +1,5 @@
+//go:build cgo
+
 package process
 
 import (
@@ -28,6 +30,9 @@ func init() {
 		libcontainer.Init()
 	}
 }
+
+// isolateSupported: this build carries libcontainer's nsenter (cgo).
+const isolateSupported = true
 
 const cpuPeriod = 100000 // µs; CPUMilli becomes a quota of this period
 
