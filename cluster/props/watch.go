@@ -48,11 +48,13 @@ func (w *PropsWatch) Step(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if len(hw.Errors) > 0 {
-		orDefault(w.Logger).Warn("props collectors failed", "errors", hw.Errors)
-	}
 	if w.published && hw.SameFacts(w.last) {
 		return false, nil
+	}
+	// Logged on change only: a collector failing every minute the same
+	// way is one event, already visible in the published Errors.
+	if len(hw.Errors) > 0 {
+		orDefault(w.Logger).Warn("props collectors failed", "errors", hw.Errors)
 	}
 	w.last, w.published = hw.facts(), true
 	w.Publish(hw)

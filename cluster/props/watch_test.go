@@ -167,3 +167,32 @@ func TestWatchStopsOnCanceledCollection(t *testing.T) {
 		t.Errorf("StatusWatch.Step = %v, want %v", err, context.Canceled)
 	}
 }
+
+// TestWatchStatusTicker runs the real ticker path with a short interval
+// and waits, with a deadline, for collections at start and after ticks.
+func TestWatchStatusTicker(t *testing.T) {
+	r := NewRegistry(Options{})
+	r.AddStatus(statusFunc{"uptime", func(_ context.Context, s *Status) error {
+		s.UptimeSeconds = 1
+		return nil
+	}})
+	published := make(chan Status, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- r.WatchStatus(ctx, time.Millisecond, func(s Status) { published <- s }) }()
+	deadline := time.After(10 * time.Second)
+	for i := range 3 {
+		select {
+		case s := <-published:
+			if s.UptimeSeconds != 1 {
+				t.Fatalf("publication %d: %+v", i, s)
+			}
+		case <-deadline:
+			t.Fatalf("%d publications within 10s, want 3", i)
+		}
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("WatchStatus = %v, want %v", err, context.Canceled)
+	}
+}
