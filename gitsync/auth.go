@@ -112,10 +112,8 @@ func (a Auth) resolve(ctx context.Context, ep *transport.Endpoint) (credentials,
 		if user == "" {
 			user = "git"
 		}
-		var method interface {
-			transport.AuthMethod
-			ClientConfig() (*ssh.ClientConfig, error)
-		}
+		var method gitssh.AuthMethod
+		var helper *gitssh.HostKeyCallbackHelper
 		if a.SSHKeyFile != "" {
 			pem, err := os.ReadFile(a.SSHKeyFile)
 			if err != nil {
@@ -133,23 +131,24 @@ func (a Auth) resolve(ctx context.Context, ep *transport.Endpoint) (credentials,
 			if err != nil {
 				return creds, fmt.Errorf("%w: SSH key %s: %v", ErrAuth, a.SSHKeyFile, scrub(err.Error(), creds.secrets))
 			}
-			method = keys
+			method, helper = keys, &keys.HostKeyCallbackHelper
 		} else {
 			agent, err := gitssh.NewSSHAgentAuth(user)
 			if err != nil {
 				return creds, fmt.Errorf("%w: no SSH key file and no SSH agent: %v", ErrAuth, err)
 			}
-			method = agent
+			method, helper = agent, &agent.HostKeyCallbackHelper
 		}
 		hostKeys, err := hostKeyCheck(a.KnownHostsFile, ep)
 		if err != nil {
 			return creds, err
 		}
+		helper.HostKeyCallback, helper.HostKeyAlgorithms = hostKeys.callback, hostKeys.algorithms
 		timeout := 30 * time.Second
 		if d, ok := ctx.Deadline(); ok {
 			timeout = max(time.Until(d), time.Millisecond)
 		}
-		creds.method = &sshAuth{AuthMethod: method, hostKeys: hostKeys, timeout: timeout, config: method.ClientConfig}
+		creds.method = &sshAuth{AuthMethod: method, timeout: timeout}
 		return creds, nil
 	case "file":
 		if httpSecret || sshSecret {
@@ -160,13 +159,11 @@ func (a Auth) resolve(ctx context.Context, ep *transport.Endpoint) (credentials,
 	return creds, fmt.Errorf("unsupported URL scheme %q", ep.Protocol)
 }
 
-// sshAuth wraps go-git's SSH auth methods to pin the host key check to the
-// configured known_hosts file and to bound the dial by the caller's deadline.
+// sshAuth wraps go-git's SSH auth methods to bound the dial and handshake
+// by the caller's deadline: go-git dials SSH without the fetch's context.
 type sshAuth struct {
-	transport.AuthMethod
-	hostKeys hostKeys
-	timeout  time.Duration
-	config   func() (*ssh.ClientConfig, error)
+	gitssh.AuthMethod
+	timeout time.Duration
 }
 
 type hostKeys struct {
@@ -175,12 +172,10 @@ type hostKeys struct {
 }
 
 func (a *sshAuth) ClientConfig() (*ssh.ClientConfig, error) {
-	cfg, err := a.config()
+	cfg, err := a.AuthMethod.ClientConfig()
 	if err != nil {
 		return nil, err
 	}
-	cfg.HostKeyCallback = a.hostKeys.callback
-	cfg.HostKeyAlgorithms = a.hostKeys.algorithms
 	cfg.Timeout = a.timeout
 	return cfg, nil
 }
@@ -256,7 +251,7 @@ func displayURL(raw string) string {
 	return u.String()
 }
 
-var userinfoRE = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@`)
+var userinfoRE = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@`)
 
 func scrubUserinfo(s string) string { return userinfoRE.ReplaceAllString(s, "$1") }
 
@@ -308,7 +303,7 @@ func sanitize(op, url string, err error, secrets []string) error {
 	}
 	switch {
 	case errors.Is(err, transport.ErrAuthenticationRequired), errors.Is(err, transport.ErrAuthorizationFailed),
-		errors.Is(err, transport.ErrInvalidAuthMethod):
+		errors.Is(err, transport.ErrInvalidAuthMethod), strings.Contains(err.Error(), "ssh: unable to authenticate"):
 		kinds = append(kinds, ErrAuth)
 	case errors.Is(err, transport.ErrRepositoryNotFound):
 		kinds = append(kinds, ErrRefNotFound)
