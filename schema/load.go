@@ -391,6 +391,7 @@ func evaluate(files []sourceFile) (*Snapshot, []Diagnostic, error) {
 	for _, f := range files {
 		ev.userFiles[f.rel] = true
 		ev.indexFields("", f.syntax.Decls)
+		stripConfigEmbed(f.syntax)
 		if err := inst.AddSyntax(f.syntax); err != nil {
 			diags = append(diags, errorDiagnostics(err, ev)...)
 		}
@@ -485,4 +486,81 @@ func snapshotOf(cfg *Config) (*Snapshot, error) {
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].Path < entries[j].Path })
 	return &Snapshot{Entries: entries, Hash: HashEntries(entries)}, nil
+}
+
+// stripConfigEmbed removes a top-level `schema.#Config` embedding (and the
+// schema import when nothing else uses it) from a user file. Load unifies
+// the whole package with #Config once; keeping one embedding per file
+// makes CUE check closedness against as many copies of #Config as there
+// are files, which grows with the square of the file count (seconds for a
+// few hundred files). The result is the same: every field still has to be
+// allowed by #Config.
+func stripConfigEmbed(f *ast.File) {
+	name := ""
+	for spec := range f.ImportSpecs() {
+		if p, err := strconv.Unquote(spec.Path.Value); err == nil && p == ImportPath {
+			name = "schema"
+			if spec.Name != nil {
+				name = spec.Name.Name
+			}
+		}
+	}
+	if name == "" {
+		return
+	}
+	isEmbed := func(d ast.Decl) bool {
+		e, ok := d.(*ast.EmbedDecl)
+		if !ok {
+			return false
+		}
+		sel, ok := e.Expr.(*ast.SelectorExpr)
+		if !ok {
+			return false
+		}
+		x, ok := sel.X.(*ast.Ident)
+		label, _, err := ast.LabelName(sel.Sel)
+		return ok && x.Name == name && err == nil && label == "#Config"
+	}
+	decls := f.Decls[:0]
+	for _, d := range f.Decls {
+		if !isEmbed(d) {
+			decls = append(decls, d)
+		}
+	}
+	f.Decls = decls
+
+	// Drop the import if the file no longer refers to it, since CUE
+	// refuses unused imports.
+	used := false
+	ast.Walk(f, func(n ast.Node) bool {
+		switch x := n.(type) {
+		case *ast.ImportDecl:
+			return false
+		case *ast.Ident:
+			if x.Name == name {
+				used = true
+			}
+		}
+		return !used
+	}, nil)
+	if used {
+		return
+	}
+	decls = f.Decls[:0]
+	for _, d := range f.Decls {
+		if imp, ok := d.(*ast.ImportDecl); ok {
+			specs := imp.Specs[:0]
+			for _, spec := range imp.Specs {
+				if p, err := strconv.Unquote(spec.Path.Value); err != nil || p != ImportPath {
+					specs = append(specs, spec)
+				}
+			}
+			if len(specs) == 0 {
+				continue
+			}
+			imp.Specs = specs
+		}
+		decls = append(decls, d)
+	}
+	f.Decls = decls
 }

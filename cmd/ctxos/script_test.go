@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"testing"
@@ -115,17 +114,12 @@ func cmdLatin1(ts *testscript.TestScript, neg bool, args []string) {
 // `go install module@version` rather than `go build` inside this module,
 // because the cue command needs modules this module does not require.
 func buildCue(t *testing.T) (string, error) {
-	version := ""
-	if info, ok := debug.ReadBuildInfo(); ok {
-		for _, dep := range info.Deps {
-			if dep.Path == "cuelang.org/go" {
-				version = dep.Version
-			}
-		}
+	// The version this module requires, so that both evaluate alike.
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "cuelang.org/go").Output()
+	if err != nil {
+		return "", fmt.Errorf("go list -m cuelang.org/go: %w", err)
 	}
-	if version == "" {
-		return "", errors.New("cuelang.org/go is not in the test binary's build info")
-	}
+	version := strings.TrimSpace(string(out))
 	dir := t.TempDir()
 	cmd := exec.Command("go", "install", "cuelang.org/go/cmd/cue@"+version)
 	cmd.Dir = dir
