@@ -3,9 +3,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 )
@@ -49,9 +52,13 @@ func newRootCmd() *cobra.Command {
 // run executes the CLI with args and returns the exit code. Errors print once,
 // to stderr, prefixed with the program name.
 func run(args []string) int {
+	// SIGINT and SIGTERM cancel the command's context: the agent leaves
+	// the cluster gracefully, watches stop.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	root := newRootCmd()
 	root.SetArgs(args)
-	err := root.Execute()
+	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
 	}

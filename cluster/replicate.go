@@ -1,0 +1,295 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/ctxos/ctxos/cluster/vfs"
+)
+
+// Message kinds on the wire: one byte, then a CBOR body.
+const (
+	msgDelta  byte = 'd' // an entry small enough to gossip: vfs.Entry
+	msgNotice byte = 'n' // a large entry exists: notice
+	msgWant   byte = 'w' // please send me these entries: want
+	msgBatch  byte = 'b' // entries sent over a reliable connection: batch
+)
+
+// batchBytes bounds one reliable message; memberlist refuses user messages
+// over 20 MiB and a value may be up to 1 MiB.
+const batchBytes = 4 << 20
+
+type notice struct {
+	Path    string      `cbor:"1,keyasint"`
+	Version vfs.Version `cbor:"2,keyasint"`
+	Holder  string      `cbor:"3,keyasint"` // a node that holds the value
+}
+
+type want struct {
+	From  string   `cbor:"1,keyasint"`
+	Paths []string `cbor:"2,keyasint"`
+}
+
+type batch struct {
+	// Announce asks the receiver to announce what it applies, as it does for
+	// a large value pulled after a notice; anti-entropy batches do not.
+	Announce bool        `cbor:"1,keyasint,omitempty"`
+	Entries  []vfs.Entry `cbor:"2,keyasint"`
+}
+
+// pushState is what a node sends in memberlist's push/pull: its name and
+// its digest, never the entries themselves.
+type pushState struct {
+	Node   string     `cbor:"1,keyasint"`
+	Digest vfs.Digest `cbor:"2,keyasint"`
+}
+
+func encodeMsg(kind byte, body any) ([]byte, error) {
+	b, err := vfs.Encode(body)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte{kind}, b...), nil
+}
+
+// entryBroadcast is one queued gossip message, named by its path so a newer
+// write of the same key replaces the pending one.
+type entryBroadcast struct {
+	path string
+	msg  []byte
+}
+
+func (b *entryBroadcast) Name() string    { return b.path }
+func (b *entryBroadcast) Message() []byte { return b.msg }
+func (b *entryBroadcast) Finished()       {}
+func (b *entryBroadcast) Invalidates(other memberlist.Broadcast) bool {
+	nb, ok := other.(memberlist.NamedBroadcast)
+	return ok && nb.Name() == b.path
+}
+
+// broadcast queues e for gossip: inline when small, as a notice otherwise.
+func (n *Node) broadcast(e vfs.Entry) {
+	msg, err := encodeMsg(msgDelta, e)
+	if err != nil {
+		n.log.Error("encode delta", "path", e.Path, "err", err)
+		return
+	}
+	if len(msg) > n.cfg.InlineLimit {
+		msg, err = encodeMsg(msgNotice, notice{Path: e.Path, Version: e.Version, Holder: n.cfg.Name})
+		if err != nil {
+			n.log.Error("encode notice", "path", e.Path, "err", err)
+			return
+		}
+	}
+	n.queue.QueueBroadcast(&entryBroadcast{path: e.Path, msg: msg})
+}
+
+// delegate is the memberlist side of replication.
+type delegate Node
+
+func (d *delegate) NodeMeta(limit int) []byte {
+	n := (*Node)(d)
+	b, err := encodeMeta(*n.meta.Load(), limit)
+	if err != nil {
+		n.log.Error("node metadata", "err", err)
+		return nil
+	}
+	return b
+}
+
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return d.queue.GetBroadcasts(overhead, limit)
+}
+
+func (d *delegate) NotifyMsg(b []byte) {
+	n := (*Node)(d)
+	if len(b) == 0 {
+		return
+	}
+	if err := n.handleMsg(b[0], b[1:]); err != nil {
+		n.log.Warn("refused a replication message", "kind", string(b[0]), "err", err)
+	}
+}
+
+func (n *Node) handleMsg(kind byte, body []byte) error {
+	switch kind {
+	case msgDelta:
+		var e vfs.Entry
+		if err := vfs.Decode(body, &e); err != nil {
+			return fmt.Errorf("decode delta: %w", err)
+		}
+		applied, err := n.store.Merge(e)
+		if err != nil {
+			return err
+		}
+		if applied {
+			// Queue it again: memberlist retransmits only from the node
+			// that queued a message, a few times, which does not reach
+			// every node of a large cluster.
+			n.broadcast(e)
+		}
+	case msgNotice:
+		var nt notice
+		if err := vfs.Decode(body, &nt); err != nil {
+			return fmt.Errorf("decode notice: %w", err)
+		}
+		if err := vfs.ValidatePath(nt.Path); err != nil {
+			return err
+		}
+		if cur, ok := n.store.Get(nt.Path); ok && !cur.Version.Less(nt.Version) {
+			return nil
+		}
+		n.pull(nt)
+	case msgWant:
+		var w want
+		if err := vfs.Decode(body, &w); err != nil {
+			return fmt.Errorf("decode want: %w", err)
+		}
+		var entries []vfs.Entry
+		for _, p := range w.Paths {
+			if e, ok := n.store.Get(p); ok {
+				entries = append(entries, e)
+			}
+		}
+		n.goSend(w.From, entries, true)
+	case msgBatch:
+		var bt batch
+		if err := vfs.Decode(body, &bt); err != nil {
+			return fmt.Errorf("decode batch: %w", err)
+		}
+		var errs []error
+		for _, e := range bt.Entries {
+			applied, err := n.store.Merge(e)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if applied && bt.Announce {
+				n.pulling.Delete(e.Path)
+				n.broadcast(e)
+			}
+		}
+		return errors.Join(errs...)
+	default:
+		return fmt.Errorf("unknown message kind %q", kind)
+	}
+	return nil
+}
+
+// pull asks the holder named in a notice for a large entry over a reliable
+// connection; one pull per path is in flight at a time.
+func (n *Node) pull(nt notice) {
+	if _, busy := n.pulling.LoadOrStore(nt.Path, struct{}{}); busy {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer n.pulling.Delete(nt.Path)
+		holders := []string{nt.Holder, nt.Version.Node}
+		for _, h := range holders {
+			peer := n.liveNode(h)
+			if peer == nil || h == n.cfg.Name {
+				continue
+			}
+			msg, err := encodeMsg(msgWant, want{From: n.cfg.Name, Paths: []string{nt.Path}})
+			if err != nil {
+				return
+			}
+			if err := n.ml.Load().SendReliable(peer, msg); err != nil {
+				n.log.Debug("pull large entry", "path", nt.Path, "from", h, "err", err)
+				continue
+			}
+			return
+		}
+	}()
+}
+
+func (d *delegate) LocalState(join bool) []byte {
+	n := (*Node)(d)
+	b, err := vfs.Encode(pushState{Node: n.cfg.Name, Digest: n.store.Digest()})
+	if err != nil {
+		n.log.Error("encode digest", "err", err)
+		return nil
+	}
+	return b
+}
+
+// MergeRemoteState receives a peer's digest during push/pull and sends the
+// peer, over a reliable connection, what it lacks. The peer does the same
+// with ours, so both ends converge.
+func (d *delegate) MergeRemoteState(buf []byte, join bool) {
+	n := (*Node)(d)
+	var st pushState
+	if err := vfs.Decode(buf, &st); err != nil {
+		n.log.Warn("undecodable push/pull state", "err", err)
+		return
+	}
+	if st.Node == "" || st.Node == n.cfg.Name {
+		return
+	}
+	if _, busy := n.pushing.LoadOrStore(st.Node, struct{}{}); busy {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer n.pushing.Delete(st.Node)
+		missing := n.store.Missing(st.Digest)
+		if len(missing) == 0 {
+			return
+		}
+		if err := n.send(st.Node, missing, false); err != nil {
+			n.log.Debug("anti-entropy push", "peer", st.Node, "entries", len(missing), "err", err)
+		}
+	}()
+}
+
+func (n *Node) goSend(peer string, entries []vfs.Entry, announce bool) {
+	if len(entries) == 0 {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.send(peer, entries, announce); err != nil {
+			n.log.Debug("send entries", "peer", peer, "err", err)
+		}
+	}()
+}
+
+// send delivers entries to peer over memberlist's reliable (TCP, and
+// encrypted when a key is set) channel, in batches under batchBytes.
+func (n *Node) send(peer string, entries []vfs.Entry, announce bool) error {
+	node := n.liveNode(peer)
+	if node == nil {
+		return fmt.Errorf("%w %q", ErrUnknownNode, peer)
+	}
+	ml := n.ml.Load()
+	flush := func(es []vfs.Entry) error {
+		msg, err := encodeMsg(msgBatch, batch{Announce: announce, Entries: es})
+		if err != nil {
+			return err
+		}
+		return ml.SendReliable(node, msg)
+	}
+	var cur []vfs.Entry
+	size := 0
+	for _, e := range entries {
+		sz := len(e.Value) + len(e.Path) + 64
+		if size+sz > batchBytes && len(cur) > 0 {
+			if err := flush(cur); err != nil {
+				return err
+			}
+			cur, size = nil, 0
+		}
+		cur = append(cur, e)
+		size += sz
+		if n.ctx.Err() != nil {
+			return n.ctx.Err()
+		}
+	}
+	return flush(cur)
+}

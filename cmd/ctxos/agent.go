@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ctxos/ctxos/cluster"
+	"github.com/ctxos/ctxos/cluster/vfs"
+)
+
+func init() { register(newAgentCmd) }
+
+// agentConfig is everything `ctxos agent` and `ctxos up` configure.
+type agentConfig struct {
+	name          string
+	dataDir       string
+	bind          string
+	advertise     string
+	api           string
+	join          []string
+	labels        map[string]string
+	roles         []string
+	gossipKeyFile string
+	profile       string
+	statusEvery   time.Duration
+	logLevel      string
+}
+
+func newAgentCmd() *cobra.Command {
+	var c agentConfig
+	var labels []string
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the ctxos agent on this node: membership, VFS replica, props, status and the API",
+		Long: `Run the ctxos agent on this node.
+
+The agent joins the cluster by gossip (--join, retried until one address
+answers), keeps a replica of the VFS under --data-dir, publishes this node's
+hardware facts to /hw/<name> and its load to /sum/<name>, and serves the node
+API on --api. SIGTERM or SIGINT make it leave the cluster gracefully; SIGHUP
+reloads --gossip-key-file (see "Gossip encryption" in the README for key
+rotation).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if c.labels, err = parseLabels(labels); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			return runAgent(cmd.Context(), c, nil)
+		},
+	}
+	host, _ := os.Hostname()
+	f := cmd.Flags()
+	f.StringVar(&c.name, "name", strings.ToLower(host), "node name, unique in the cluster ([a-z0-9][a-z0-9._-]*)")
+	f.StringVar(&c.dataDir, "data-dir", "/var/lib/ctxos", "directory for the VFS replica and the agent's state")
+	f.StringVar(&c.bind, "bind", "0.0.0.0:7946", "gossip address (UDP and TCP)")
+	f.StringVar(&c.advertise, "advertise", "", "gossip address other nodes use to reach this one (default: the bind address)")
+	f.StringVar(&c.api, "api", defaultAPI, "address of the node HTTP API")
+	f.StringSliceVar(&c.join, "join", nil, "gossip addresses of members to join through (comma separated)")
+	f.StringSliceVar(&labels, "labels", nil, "node labels, key=value (comma separated)")
+	f.StringSliceVar(&c.roles, "roles", nil, "node roles (comma separated)")
+	f.StringVar(&c.gossipKeyFile, "gossip-key-file", "", "file of base64 gossip keys, primary first; enables encryption")
+	f.StringVar(&c.profile, "profile", "lan", "gossip timing profile: lan, wan or local")
+	f.DurationVar(&c.statusEvery, "status-interval", 5*time.Second, "how often /sum/<name> is refreshed")
+	f.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func parseLabels(kvs []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("label %q: want key=value", kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+// agent is one running node: the cluster member, its API server and the
+// loops that publish into the VFS.
+type agent struct {
+	cfg    agentConfig
+	log    *slog.Logger
+	node   *cluster.Node
+	api    *cluster.API
+	srv    *http.Server
+	apiURL string
+	// cancelRequests ends long-lived API requests (watches) at stop, which
+	// http.Server.Shutdown alone would wait for.
+	cancelRequests context.CancelFunc
+}
+
+// runAgent runs the agent until ctx ends, then leaves the cluster. ready,
+// when not nil, is called once the API serves.
+func runAgent(ctx context.Context, c agentConfig, ready func(*agent)) error {
+	a, err := startAgent(ctx, c)
+	if err != nil {
+		return err
+	}
+	if ready != nil {
+		ready(a)
+	}
+	<-ctx.Done()
+	return a.stop()
+}
+
+func startAgent(ctx context.Context, c agentConfig) (*agent, error) {
+	logger, err := newLogger(c.logLevel)
+	if err != nil {
+		return nil, &exitError{code: 2, err: err}
+	}
+	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	ccfg, err := cluster.ConfigForProfile(c.profile)
+	if err != nil {
+		return nil, &exitError{code: 2, err: err}
+	}
+	ccfg.Name = c.name
+	ccfg.BindAddr = c.bind
+	ccfg.Advertise = c.advertise
+	ccfg.Labels = c.labels
+	ccfg.Roles = c.roles
+	ccfg.Logger = logger
+	if c.gossipKeyFile != "" {
+		if ccfg.GossipKeys, err = cluster.ReadKeyFile(c.gossipKeyFile); err != nil {
+			return nil, &exitError{code: 2, err: err}
+		}
+	}
+	ln, err := net.Listen("tcp", c.api)
+	if err != nil {
+		return nil, fmt.Errorf("API listener: %w", err)
+	}
+	ccfg.APIAddr = advertisedAPI(ln.Addr().String(), c.advertise)
+	node, err := cluster.Start(ctx, ccfg, vfs.Options{Dir: filepath.Join(c.dataDir, "vfs"), Logger: logger})
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	a := &agent{cfg: c, log: logger, node: node, apiURL: "http://" + ln.Addr().String()}
+	a.api = cluster.NewAPI(node)
+	reqCtx, cancelRequests := context.WithCancel(context.Background())
+	a.cancelRequests = cancelRequests
+	a.srv = &http.Server{
+		Handler:           a.api,
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return reqCtx },
+	}
+	go func() {
+		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("API server stopped", "err", err)
+		}
+	}()
+	go func() {
+		if err := node.Join(ctx, c.join); err != nil && ctx.Err() == nil {
+			logger.Error("join", "err", err)
+		}
+	}()
+	if c.gossipKeyFile != "" {
+		go a.reloadKeysOnHUP(ctx)
+	}
+	logger.Info("agent running", "name", c.name, "gossip", node.GossipAddr(), "api", a.apiURL)
+	return a, nil
+}
+
+// advertisedAPI is the API address other nodes should use: the listener's
+// port on the advertised host when the listener is on all interfaces.
+func advertisedAPI(listen, advertise string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() && advertise != "" {
+		if ah, _, err := net.SplitHostPort(advertise); err == nil {
+			return net.JoinHostPort(ah, port)
+		}
+	}
+	return listen
+}
+
+func (a *agent) reloadKeysOnHUP(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			keys, err := cluster.ReadKeyFile(a.cfg.gossipKeyFile)
+			if err == nil {
+				err = a.node.ReloadKeys(keys)
+			}
+			if err != nil {
+				a.log.Error("reload gossip keys: keeping the current keyring", "err", err)
+			}
+		}
+	}
+}
+
+// stop leaves the cluster gracefully and shuts everything down.
+func (a *agent) stop() error {
+	if err := a.node.Leave(5 * time.Second); err != nil {
+		a.log.Warn("leave", "err", err)
+	}
+	a.cancelRequests()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a.srv.Shutdown(ctx)
+	return a.node.Close()
+}
