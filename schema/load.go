@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -375,10 +376,6 @@ func evaluate(files []sourceFile) (*Snapshot, []Diagnostic, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("embedded schema: %w", err)
 	}
-	schema := cctx.BuildInstance(sinst)
-	if err := schema.Err(); err != nil {
-		return nil, nil, fmt.Errorf("embedded schema: %w", err)
-	}
 
 	ev := &evaluation{
 		userFiles: make(map[string]bool, len(files)),
@@ -399,30 +396,28 @@ func evaluate(files []sourceFile) (*Snapshot, []Diagnostic, error) {
 	if inst.Err != nil {
 		return nil, append(diags, errorDiagnostics(inst.Err, ev)...), nil
 	}
+	// The user's files are unified with #Config as a whole, not file by
+	// file (see stripConfigEmbed). The user's value is not checked on its
+	// own first: that would evaluate the configuration twice, and any
+	// error in it shows in the unified value as well.
+	schema := cctx.BuildInstance(sinst)
+	if err := schema.Err(); err != nil {
+		return nil, nil, fmt.Errorf("embedded schema: %w", err)
+	}
 	user := cctx.BuildInstance(inst)
-	if err := user.Err(); err != nil {
+	config := schema.LookupPath(cue.MakePath(cue.Def("#Config"))).Unify(user)
+	if err := config.Err(); err != nil {
 		return nil, append(diags, errorDiagnostics(err, ev)...), nil
 	}
-	config := schema.LookupPath(cue.MakePath(cue.Def("#Config"))).Unify(user)
 	if err := config.Validate(cue.Concrete(true)); err != nil {
 		return nil, append(diags, errorDiagnostics(err, ev)...), nil
 	}
 	if len(diags) > 0 {
 		return nil, diags, nil
 	}
-	js, err := config.MarshalJSON()
-	if err != nil {
-		return nil, append(diags, errorDiagnostics(err, ev)...), nil
-	}
 	var cfg Config
-	dec := json.NewDecoder(strings.NewReader(string(js)))
-	dec.UseNumber()
-	if err := dec.Decode(&cfg); err != nil {
-		return nil, nil, fmt.Errorf("decode exported configuration: %w", err)
-	}
-	for name, m := range cfg.Mid {
-		m.Params = normalizeNumbers(m.Params).(map[string]any)
-		cfg.Mid[name] = m
+	if err := decodeValue(config, reflect.ValueOf(&cfg).Elem(), ""); err != nil {
+		return nil, nil, fmt.Errorf("decode the evaluated configuration: %w", err)
 	}
 	if d := ev.checkReferences(&cfg); len(d) > 0 {
 		return nil, d, nil

@@ -113,7 +113,7 @@ func cmdLatin1(ts *testscript.TestScript, neg bool, args []string) {
 // ctxos is built with, into a temporary directory and returns it. It uses
 // `go install module@version` rather than `go build` inside this module,
 // because the cue command needs modules this module does not require.
-func buildCue(t *testing.T) (string, error) {
+func buildCue(t testing.TB) (string, error) {
 	// The version this module requires, so that both evaluate alike.
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "cuelang.org/go").Output()
 	if err != nil {
