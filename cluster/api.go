@@ -53,8 +53,16 @@ type MemberStatus struct {
 // StatusView is what GET /v1/status returns. Sections are added by the
 // agent's other parts through [API.AddStatus].
 type StatusView struct {
-	Node     string                     `json:"node"`
-	Members  []MemberStatus             `json:"members"`
+	Node    string         `json:"node"`
+	Members []MemberStatus `json:"members"`
+	// Revision is the manifest of the desired state in force
+	// (/sys/revision), absent before the first sync.
+	Revision json.RawMessage `json:"revision,omitempty"`
+	// Integrity holds every /itg entry: what nodes report as wrong (sync
+	// errors, failed steps, unplaced instances).
+	Integrity []EntryView `json:"integrity,omitempty"`
+	// Progress holds every /run/<node>/progress entry.
+	Progress []EntryView                `json:"progress,omitempty"`
 	Sections map[string]json.RawMessage `json:"sections,omitempty"`
 }
 
@@ -264,6 +272,15 @@ func (a *API) Status(ctx context.Context) StatusView {
 			ms.LastSeen = time.Unix(0, e.Version.Wall).UTC()
 		}
 		st.Members = append(st.Members, ms)
+		if e, ok := a.node.store.Get("/run/" + m.Name + "/progress"); ok {
+			st.Progress = append(st.Progress, viewOf(e))
+		}
+	}
+	if e, ok := a.node.store.Get("/sys/revision"); ok {
+		st.Revision = cborToJSON(e.Value)
+	}
+	for _, e := range a.node.store.List("/itg") {
+		st.Integrity = append(st.Integrity, viewOf(e))
 	}
 	for name, f := range a.sections {
 		v, err := f(ctx)

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ctxos/ctxos/cluster"
+	"github.com/ctxos/ctxos/cluster/props"
 	"github.com/ctxos/ctxos/cluster/vfs"
 )
 
@@ -181,6 +182,10 @@ func startAgent(ctx context.Context, c agentConfig) (*agent, error) {
 	if c.gossipKeyFile != "" {
 		go a.reloadKeysOnHUP(ctx)
 	}
+	if err := a.publishFacts(ctx); err != nil {
+		a.stop()
+		return nil, &exitError{code: 2, err: err}
+	}
 	logger.Info("agent running", "name", c.name, "gossip", node.GossipAddr(), "api", a.apiURL)
 	return a, nil
 }
@@ -218,6 +223,27 @@ func (a *agent) reloadKeysOnHUP(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// publishFacts keeps /hw/<name> (on change) and /sum/<name> (every
+// status interval) up to date until ctx ends.
+func (a *agent) publishFacts(ctx context.Context) error {
+	reg, err := props.DefaultRegistry(props.Options{Labels: a.cfg.labels, GPUs: props.NewNVML(a.log), Logger: a.log})
+	if err != nil {
+		return err
+	}
+	store, name := a.node.Store(), a.cfg.name
+	go reg.WatchProps(ctx, props.DefaultPropsInterval, func(hw props.HW) {
+		if _, err := store.PutValue("/hw/"+name, hw); err != nil {
+			a.log.Error("publish props", "err", err)
+		}
+	})
+	go reg.WatchStatus(ctx, a.cfg.statusEvery, func(s props.Status) {
+		if _, err := store.PutValue("/sum/"+name, s); err != nil {
+			a.log.Error("publish status", "err", err)
+		}
+	})
+	return nil
 }
 
 // stop leaves the cluster gracefully and shuts everything down.
