@@ -228,6 +228,8 @@ func TestLoadBad(t *testing.T) {
 			[]string{"ctx/web.cue:1:25: expected '}', found 'EOF'"}},
 		{"conflicting types", map[string]string{"ctx/web.cue": "ctx: web: {\n\tcommand: \"x\"\n\treplicas: \"three\"\n}\n"},
 			[]string{"ctx/web.cue:3:12: ctx.web.replicas: conflicting values"}},
+		{"undefined reference", map[string]string{"ctx/web.cue": "ctx: web: {\n\tcommand: cmd\n}\n"},
+			[]string{`ctx/web.cue:2:11: ctx.web.command: reference "cmd" not found`}},
 		{"unknown field", map[string]string{"ctx/web.cue": "ctx: web: {\n\tcommand: \"x\"\n\treplica: 3\n}\n"},
 			[]string{"ctx/web.cue:3:2: ctx.web.replica: field not allowed"}},
 		{"unknown top-level field", map[string]string{"ctx/web.cue": "ctxs: web: {command: \"x\"}\n"},
