@@ -10,12 +10,15 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/net/proxy"
 )
 
 // Auth says where the credentials for the remote are. Secrets are named by
@@ -51,6 +54,7 @@ func (a Auth) IsZero() bool { return a == Auth{} }
 type credentials struct {
 	method  transport.AuthMethod
 	secrets []string
+	proxy   transport.ProxyOptions
 }
 
 // resolve reads the secrets named by a for the endpoint ep. The deadline of
@@ -286,7 +290,7 @@ func (e *remoteError) Error() string   { return e.msg }
 func (e *remoteError) Unwrap() []error { return e.kinds }
 
 // sanitize turns an error from go-git into one safe to return and log.
-func sanitize(op, url string, err error, secrets []string) error {
+func sanitize(ctx context.Context, op, url string, err error, secrets []string) error {
 	if err == nil {
 		return nil
 	}
@@ -300,6 +304,12 @@ func sanitize(op, url string, err error, secrets []string) error {
 		if errors.Is(err, k) {
 			kinds = append(kinds, k)
 		}
+	}
+	// A connection closed because ctx ended fails with a network error
+	// that does not say why.
+	if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
+		kinds = append(kinds, ctxErr)
+		msg += " (" + ctxErr.Error() + ")"
 	}
 	switch {
 	case errors.Is(err, transport.ErrAuthenticationRequired), errors.Is(err, transport.ErrAuthorizationFailed),
@@ -323,4 +333,67 @@ func isNetError(err error) bool {
 	// The SSH handshake flattens host key and dial failures into strings.
 	return strings.Contains(s, "knownhosts:") || strings.Contains(s, "ssh: handshake failed") ||
 		strings.Contains(s, "connection refused") || strings.Contains(s, "i/o timeout") || strings.Contains(s, "no such host")
+}
+
+// go-git dials SSH without the fetch's context and sets no deadline on the
+// connection, so a server that accepts and then stays silent would hang a
+// fetch forever. Its one hook into the SSH dial is a proxy URL: SSH fetches
+// name a private scheme whose dialer looks up the fetch's context by id and
+// closes the connection when that context ends.
+const ctxDialScheme = "ctxos-ctxdial"
+
+var (
+	ctxDialOnce sync.Once
+	ctxDials    sync.Map // id string → context.Context
+	ctxDialSeq  atomic.Uint64
+)
+
+// bindDialContext returns proxy options that tie SSH connections to ctx,
+// and a release function to call when the fetch is over.
+func bindDialContext(ctx context.Context) (transport.ProxyOptions, func()) {
+	ctxDialOnce.Do(func() {
+		proxy.RegisterDialerType(ctxDialScheme, func(u *url.URL, _ proxy.Dialer) (proxy.Dialer, error) {
+			return ctxDialer{id: u.Host}, nil
+		})
+	})
+	id := "fetch" + strconv.FormatUint(ctxDialSeq.Add(1), 10)
+	ctxDials.Store(id, ctx)
+	return transport.ProxyOptions{URL: ctxDialScheme + "://" + id}, func() { ctxDials.Delete(id) }
+}
+
+type ctxDialer struct{ id string }
+
+func (d ctxDialer) Dial(network, addr string) (net.Conn, error) {
+	return d.DialContext(context.Background(), network, addr)
+}
+
+func (d ctxDialer) DialContext(dialCtx context.Context, network, addr string) (net.Conn, error) {
+	ctx := context.Background()
+	if v, ok := ctxDials.Load(d.id); ok {
+		ctx = v.(context.Context)
+	}
+	dialCtx, cancel := context.WithCancel(dialCtx)
+	defer cancel()
+	stopDial := context.AfterFunc(ctx, cancel)
+	defer stopDial()
+	var nd net.Dialer
+	conn, err := nd.DialContext(dialCtx, network, addr)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("dial %s: %w", addr, ctx.Err())
+		}
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	return &ctxConn{Conn: conn, stop: stop}, nil
+}
+
+type ctxConn struct {
+	net.Conn
+	stop func() bool
+}
+
+func (c *ctxConn) Close() error {
+	c.stop()
+	return c.Conn.Close()
 }

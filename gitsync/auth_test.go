@@ -2,12 +2,15 @@ package gitsync
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ctxos/ctxos/gitsync/internal/gittest"
 	"golang.org/x/crypto/ssh"
@@ -186,5 +189,35 @@ func TestDisplayURL(t *testing.T) {
 	msg := scrub(`parse "https://u:`+testPassword+`@h/x": bad; token `+testPassword, []string{testPassword})
 	if strings.Contains(msg, testPassword) {
 		t.Errorf("scrub left the secret: %s", msg)
+	}
+}
+
+func TestSSHUnreachable(t *testing.T) {
+	t.Parallel()
+	keys := t.TempDir()
+	_, keyFile := gittest.NewSSHKey(t, keys, "id")
+	known := writeSecret(t, "")
+	hang := hangingListener(t)
+	src := newSource(t, "ssh://git@"+hang+"/repo.git")
+	src.Auth = Auth{SSHKeyFile: keyFile, KnownHostsFile: known}
+	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+	defer cancel()
+	_, err := src.Fetch(ctx)
+	t.Logf("hanging ssh: %v", err)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("hanging ssh server: err = %v, want DeadlineExceeded", err)
+	}
+
+	// A closed port fails at once.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	src = newSource(t, "ssh://git@"+closed+"/repo.git")
+	src.Auth = Auth{SSHKeyFile: keyFile, KnownHostsFile: known}
+	if _, err := src.Fetch(t.Context()); !errors.Is(err, ErrUnreachable) {
+		t.Errorf("closed port: err = %v, want ErrUnreachable", err)
 	}
 }

@@ -128,11 +128,16 @@ func (s *Source) Fetch(ctx context.Context) (Revision, error) {
 	}
 	ep, err := transport.NewEndpoint(s.URL)
 	if err != nil {
-		return Revision{}, sanitize("parse", s.URL, err, nil)
+		return Revision{}, sanitize(ctx, "parse", s.URL, err, nil)
 	}
 	creds, err := s.Auth.resolve(ctx, ep)
 	if err != nil {
-		return Revision{}, sanitize("credentials for", s.URL, err, creds.secrets)
+		return Revision{}, sanitize(ctx, "credentials for", s.URL, err, creds.secrets)
+	}
+	if ep.Protocol == "ssh" {
+		var release func()
+		creds.proxy, release = bindDialContext(ctx)
+		defer release()
 	}
 
 	s.mu.Lock()
@@ -197,9 +202,9 @@ func (s *Source) Fetch(ctx context.Context) (Revision, error) {
 // remote costs one ref listing.
 func (s *Source) fetchRef(ctx context.Context, repo *git.Repository, creds credentials) (plumbing.ReferenceName, error) {
 	remote := git.NewRemote(repo.Storer, &config.RemoteConfig{Name: "origin", URLs: []string{s.URL}})
-	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: creds.method})
+	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: creds.method, ProxyOptions: creds.proxy})
 	if err != nil {
-		return "", sanitize("list", s.URL, err, creds.secrets)
+		return "", sanitize(ctx, "list", s.URL, err, creds.secrets)
 	}
 	name, advertised, err := s.Ref.target(refs)
 	if err != nil {
@@ -215,9 +220,11 @@ func (s *Source) fetchRef(ctx context.Context, repo *git.Repository, creds crede
 		Auth:     creds.method,
 		Tags:     git.NoTags,
 		Force:    true,
+
+		ProxyOptions: creds.proxy,
 	})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return "", sanitize("fetch", s.URL, err, creds.secrets)
+		return "", sanitize(ctx, "fetch", s.URL, err, creds.secrets)
 	}
 	s.logger().Info("fetched", "url", displayURL(s.URL), "ref", name.String(), "commit", advertised.String(),
 		"depth", s.depth(), "took", time.Since(started).Round(time.Millisecond))
@@ -237,9 +244,11 @@ func (s *Source) fetchPinned(ctx context.Context, repo *git.Repository, creds cr
 		Auth:     creds.method,
 		Tags:     git.NoTags,
 		Force:    true,
+
+		ProxyOptions: creds.proxy,
 	})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return hash, sanitize("fetch", s.URL, err, creds.secrets)
+		return hash, sanitize(ctx, "fetch", s.URL, err, creds.secrets)
 	}
 	if _, err := repo.CommitObject(hash); err != nil {
 		return hash, fmt.Errorf("fetch %s: %w: %s is on no branch or tag of the remote", displayURL(s.URL), ErrCommitNotFound, hash)
@@ -265,10 +274,12 @@ func (s *Source) rebuildFull(ctx context.Context, creds credentials) (*git.Repos
 		Auth:     creds.method,
 		Tags:     git.NoTags,
 		Force:    true,
+
+		ProxyOptions: creds.proxy,
 	})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
 		os.RemoveAll(tmp)
-		return nil, sanitize("fetch", s.URL, err, creds.secrets)
+		return nil, sanitize(ctx, "fetch", s.URL, err, creds.secrets)
 	}
 	if err := os.RemoveAll(s.CacheDir); err != nil {
 		return nil, fmt.Errorf("cache %s: %w", s.CacheDir, err)
