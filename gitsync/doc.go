@@ -44,7 +44,8 @@ var (
 	// connection refused, timeout, host key mismatch.
 	ErrUnreachable = errors.New("remote unreachable")
 	// ErrShallowHistory is returned by IsAncestor when the cached history is
-	// cut by a shallow fetch before the answer is known.
+	// cut by a shallow fetch before the answer is known, even after
+	// deepening the cache.
 	ErrShallowHistory = errors.New("history is shallow")
 
 	// ErrUnsigned is returned by Verifier.Verify for a commit without a

@@ -597,12 +597,69 @@ func localPath(url string) (string, bool) {
 	return ep.Path, true
 }
 
+// deepenDepth is how far IsAncestor deepens a shallow cache to find out:
+// enough for any run of pushes between two polls.
+const deepenDepth = 1000
+
 // IsAncestor reports whether old is an ancestor of (or equal to) new in the
 // cache: false after a force push or reset moved the ref to unrelated or
-// older history. When the walk from new reaches the edge of a shallow fetch
-// before finding old or the root, the answer is unknown and the error wraps
-// ErrShallowHistory.
+// older history. In a shallow cache whose history is cut between new and
+// old, it fetches the followed ref once more with depth 1000 and asks
+// again; if the answer is still cut off, the error wraps ErrShallowHistory.
 func (s *Source) IsAncestor(ctx context.Context, old, new string) (bool, error) {
+	ok, err := s.isAncestorCached(ctx, old, new)
+	if !errors.Is(err, ErrShallowHistory) || s.Ref.Commit != "" {
+		return ok, err
+	}
+	if derr := s.deepen(ctx); derr != nil {
+		return false, fmt.Errorf("%w (deepening the cache failed: %v)", err, derr)
+	}
+	return s.isAncestorCached(ctx, old, new)
+}
+
+// deepen refetches the ref the cache's HEAD follows with deepenDepth.
+func (s *Source) deepen(ctx context.Context) error {
+	ep, err := transport.NewEndpoint(s.URL)
+	if err != nil {
+		return sanitize(ctx, "parse", s.URL, err, nil)
+	}
+	creds, err := s.Auth.resolve(ctx, ep)
+	if err != nil {
+		return sanitize(ctx, "credentials for", s.URL, err, creds.secrets)
+	}
+	if ep.Protocol == "ssh" {
+		var release func()
+		creds.proxy, release = bindDialContext(ctx)
+		defer release()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	repo, err := s.openCache(false)
+	if err != nil {
+		return err
+	}
+	head, err := repo.Storer.Reference(plumbing.HEAD)
+	if err != nil || head.Type() != plumbing.SymbolicReference {
+		return fmt.Errorf("cache %s: HEAD does not follow a ref", s.CacheDir)
+	}
+	name := head.Target()
+	remote := git.NewRemote(repo.Storer, &config.RemoteConfig{Name: "origin", URLs: []string{s.URL}})
+	err = remote.FetchContext(ctx, &git.FetchOptions{
+		RefSpecs: []config.RefSpec{config.RefSpec("+" + name.String() + ":" + name.String())},
+		Depth:    deepenDepth,
+		Auth:     creds.method,
+		Tags:     git.NoTags,
+		Force:    true,
+
+		ProxyOptions: creds.proxy,
+	})
+	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return sanitize(ctx, "deepen", s.URL, err, creds.secrets)
+	}
+	return nil
+}
+
+func (s *Source) isAncestorCached(ctx context.Context, old, new string) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	repo, err := s.openCache(false)

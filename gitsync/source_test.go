@@ -311,12 +311,9 @@ func TestForcePushFollowed(t *testing.T) {
 		if err != nil || rev.Commit != rewritten {
 			t.Fatalf("depth %d: fetch after force push = %s, %v; want %s", depth, rev.Commit, err, rewritten)
 		}
-		ok, err := src.IsAncestor(t.Context(), old, rewritten)
-		if depth < 0 && (ok || err != nil) {
-			t.Errorf("full: IsAncestor(old, rewritten) = %v, %v; want false, nil", ok, err)
-		}
-		if depth == 0 && (ok || err != nil && !errors.Is(err, ErrShallowHistory)) {
-			t.Errorf("shallow: IsAncestor(old, rewritten) = %v, %v; want false or ErrShallowHistory", ok, err)
+		// A shallow cache is deepened to answer.
+		if ok, err := src.IsAncestor(t.Context(), old, rewritten); ok || err != nil {
+			t.Errorf("depth %d: IsAncestor(old, rewritten) = %v, %v; want false, nil", depth, ok, err)
 		}
 		// Reset to an older commit: followed, and old is not an ancestor.
 		repo.Git("reset", "-q", "--hard", base)
@@ -324,13 +321,11 @@ func TestForcePushFollowed(t *testing.T) {
 		if err != nil || rev.Commit != base {
 			t.Fatalf("depth %d: fetch after reset = %s, %v; want %s", depth, rev.Commit, err, base)
 		}
-		if ok, err := src.IsAncestor(t.Context(), rewritten, base); ok {
-			t.Errorf("IsAncestor(rewritten, base) = true, %v", err)
+		if ok, err := src.IsAncestor(t.Context(), rewritten, base); ok || err != nil {
+			t.Errorf("depth %d: IsAncestor(rewritten, base) = %v, %v; want false, nil", depth, ok, err)
 		}
-		if depth < 0 {
-			if ok, err := src.IsAncestor(t.Context(), base, rewritten); !ok || err != nil {
-				t.Errorf("IsAncestor(base, rewritten) = %v, %v; want true", ok, err)
-			}
+		if ok, err := src.IsAncestor(t.Context(), base, rewritten); !ok || err != nil {
+			t.Errorf("depth %d: IsAncestor(base, rewritten) = %v, %v; want true", depth, ok, err)
 		}
 	}
 }
@@ -366,14 +361,28 @@ func TestShallowFetchAcrossPushes(t *testing.T) {
 	if ok, err := src.IsAncestor(t.Context(), commits[4], "HEAD"); !ok || err != nil {
 		t.Errorf("IsAncestor(first tip, HEAD) = %v, %v; want true", ok, err)
 	}
-	// Two pushes between fetches leave a gap the cache cannot see across.
+	// Two pushes between fetches leave a gap in the cache: IsAncestor
+	// deepens the cache to see across it.
 	repo.Commit("gap", map[string]string{"g": "1"})
 	repo.Commit("after gap", map[string]string{"g": "2"})
-	if _, err := src.Fetch(t.Context()); err != nil {
+	tip, err := src.Fetch(t.Context())
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := src.IsAncestor(t.Context(), commits[4], "HEAD"); !errors.Is(err, ErrShallowHistory) {
-		t.Errorf("IsAncestor over a shallow gap: err = %v, want ErrShallowHistory", err)
+	if ok, err := src.IsAncestor(t.Context(), commits[4], tip.Commit); !ok || err != nil {
+		t.Errorf("IsAncestor over a shallow gap = %v, %v; want true", ok, err)
+	}
+	if err := src.Checkout(t.Context(), tip.Commit, t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	// A gap deeper than the deepening: the answer stays unknown.
+	deepTip := repo.FastCommits(deepenDepth + 2)
+	deep, err := src.Fetch(t.Context())
+	if err != nil || deep.Commit != deepTip {
+		t.Fatalf("fetch = %s, %v; want %s", deep.Commit, err, deepTip)
+	}
+	if ok, err := src.IsAncestor(t.Context(), commits[0], deep.Commit); ok || !errors.Is(err, ErrShallowHistory) {
+		t.Errorf("IsAncestor across more than deepenDepth = %v, %v; want false, ErrShallowHistory", ok, err)
 	}
 }
 

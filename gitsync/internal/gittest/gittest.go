@@ -213,24 +213,42 @@ func putString(b *bytes.Buffer, s []byte) {
 }
 
 // FastImport creates a bare repository in dir with n linear commits on
-// main, each changing one small file, through `git fast-import`: thousands
-// of commits take a second instead of minutes of `git commit`.
+// main, each changing small files, through `git fast-import`: thousands of
+// commits take a second instead of minutes of `git commit`.
 func FastImport(tb testing.TB, dir string, n int) {
 	tb.Helper()
 	Git(tb, "", "init", "-q", "--bare", "-b", "main", dir)
+	if _, err := RunGit(dir, fastImportStream("refs/heads/main", "", n), "fast-import", "--quiet"); err != nil {
+		tb.Fatalf("git fast-import: %v", err)
+	}
+}
+
+// FastCommits appends n commits to branch main of the repository through
+// `git fast-import` and returns the new tip. The work tree is not updated.
+func (r *Repo) FastCommits(n int) string {
+	r.tb.Helper()
+	tip := r.Git("rev-parse", "refs/heads/main")
+	if _, err := RunGit(r.Dir, fastImportStream("refs/heads/main", tip, n), "fast-import", "--quiet"); err != nil {
+		r.tb.Fatalf("git fast-import: %v", err)
+	}
+	return r.Git("rev-parse", "refs/heads/main")
+}
+
+func fastImportStream(ref, from string, n int) *bytes.Buffer {
 	var stream bytes.Buffer
 	for i := 1; i <= n; i++ {
 		content := fmt.Sprintf("ctx: web: replicas: %d\n", i)
-		fmt.Fprintf(&stream, "commit refs/heads/main\nmark :%d\ncommitter Ada Lovelace <ada@example.com> %d +0000\n", i, 1767225600+i)
+		fmt.Fprintf(&stream, "commit %s\nmark :%d\ncommitter Ada Lovelace <ada@example.com> %d +0000\n", ref, i, 1767225600+i)
 		msg := fmt.Sprintf("commit %d", i)
 		fmt.Fprintf(&stream, "data %d\n%s\n", len(msg), msg)
-		if i > 1 {
+		switch {
+		case i > 1:
 			fmt.Fprintf(&stream, "from :%d\n", i-1)
+		case from != "":
+			fmt.Fprintf(&stream, "from %s\n", from)
 		}
 		fmt.Fprintf(&stream, "M 100644 inline ctx/web.cue\ndata %d\n%s\n", len(content), content)
 		fmt.Fprintf(&stream, "M 100644 inline history/%05d.txt\ndata %d\n%s\n\n", i%500, len(content), content)
 	}
-	if _, err := RunGit(dir, &stream, "fast-import", "--quiet"); err != nil {
-		tb.Fatalf("git fast-import: %v", err)
-	}
+	return &stream
 }
