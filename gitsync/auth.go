@@ -64,6 +64,10 @@ func (a Auth) resolve(ctx context.Context, ep *transport.Endpoint) (credentials,
 	if ep.Password != "" {
 		creds.secrets = append(creds.secrets, ep.Password)
 	}
+	// scp-like "user:secret@host:path" puts the secret in the user name.
+	if _, secret, ok := strings.Cut(ep.User, ":"); ok && secret != "" {
+		creds.secrets = append(creds.secrets, secret)
+	}
 	httpSecret := a.PasswordFile != "" || a.PasswordEnv != "" || a.TokenFile != "" || a.TokenEnv != ""
 	sshSecret := a.SSHKeyFile != "" || a.SSHKeyPassphraseFile != "" || a.KnownHostsFile != ""
 	n := 0
@@ -245,6 +249,10 @@ func isLoopback(host string) bool {
 // cannot carry a password).
 func displayURL(raw string) string {
 	if ep, err := transport.NewEndpoint(raw); err == nil && ep.Protocol == "ssh" && !strings.Contains(raw, "://") {
+		if user, rest, ok := strings.Cut(raw, "@"); ok && strings.Contains(user, ":") {
+			user, _, _ = strings.Cut(user, ":")
+			return user + "@" + rest
+		}
 		return raw
 	}
 	u, err := url.Parse(raw)

@@ -178,6 +178,7 @@ func TestDisplayURL(t *testing.T) {
 		{"https://" + testPassword + "@git.example.com/r", "https://git.example.com/r"},
 		{"ssh://git@host:2222/r.git", "ssh://host:2222/r.git"},
 		{"git@github.com:org/repo.git", "git@github.com:org/repo.git"},
+		{"git:" + testPassword + "@github.com:org/repo.git", "git@github.com:org/repo.git"},
 		{"/srv/git/repo", "/srv/git/repo"},
 		{"https://u:p a@bad host/x", "https://bad host/x"},
 	}

@@ -31,7 +31,8 @@ const largeObject = 1 << 20
 
 // Source is one Git remote followed into a local cache. The zero value is
 // not usable: URL and CacheDir are required. A Source is safe for concurrent
-// use; operations on the cache are serialized.
+// use; operations on the cache are serialized. A CacheDir belongs to one
+// Source: two Sources, or two processes, must not share it.
 type Source struct {
 	// URL is a local path, file://, http(s)://, ssh:// or scp-like
 	// user@host:path. Userinfo in it is used but never shown.
