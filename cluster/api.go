@@ -62,7 +62,10 @@ type StatusView struct {
 	// errors, failed steps, unplaced instances).
 	Integrity []EntryView `json:"integrity,omitempty"`
 	// Progress holds every /run/<node>/progress entry.
-	Progress []EntryView                `json:"progress,omitempty"`
+	Progress []EntryView `json:"progress,omitempty"`
+	// Sync holds every /run/<node>/gitsync entry: the state of each node
+	// that follows the repository.
+	Sync     []EntryView                `json:"sync,omitempty"`
 	Sections map[string]json.RawMessage `json:"sections,omitempty"`
 }
 
@@ -274,6 +277,9 @@ func (a *API) Status(ctx context.Context) StatusView {
 		st.Members = append(st.Members, ms)
 		if e, ok := a.node.store.Get("/run/" + m.Name + "/progress"); ok {
 			st.Progress = append(st.Progress, viewOf(e))
+		}
+		if e, ok := a.node.store.Get("/run/" + m.Name + "/gitsync"); ok {
+			st.Sync = append(st.Sync, viewOf(e))
 		}
 	}
 	if e, ok := a.node.store.Get("/sys/revision"); ok {

@@ -32,7 +32,11 @@ type Entry struct {
 // keys, shortest encodings), so that every machine exporting the same
 // commit writes the same bytes.
 var encMode = func() cbor.EncMode {
-	em, err := cbor.CoreDetEncOptions().EncMode()
+	opts := cbor.CoreDetEncOptions()
+	// Times (the manifest's commit time) as RFC 3339 text, as package vfs
+	// writes them, so they read as times once the API shows them as JSON.
+	opts.Time = cbor.TimeRFC3339Nano
+	em, err := opts.EncMode()
 	if err != nil {
 		panic(err)
 	}

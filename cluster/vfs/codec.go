@@ -12,7 +12,11 @@ var (
 )
 
 func mustEncMode() cbor.EncMode {
-	m, err := cbor.CoreDetEncOptions().EncMode()
+	opts := cbor.CoreDetEncOptions()
+	// Times as RFC 3339 text: readable once the API turns a value into
+	// JSON, and still one encoding per instant.
+	opts.Time = cbor.TimeRFC3339Nano
+	m, err := opts.EncMode()
 	if err != nil {
 		panic(fmt.Sprintf("vfs: cbor encoding options: %v", err))
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,10 +16,12 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/ctxos/ctxos/cluster"
 	"github.com/ctxos/ctxos/cluster/props"
 	"github.com/ctxos/ctxos/cluster/vfs"
+	"github.com/ctxos/ctxos/gitsync"
 )
 
 func init() { register(newAgentCmd) }
@@ -37,6 +40,21 @@ type agentConfig struct {
 	profile       string
 	statusEvery   time.Duration
 	logLevel      string
+	git           gitConfig
+}
+
+// gitConfig is the desired-state source of a syncing agent.
+type gitConfig struct {
+	repo              string
+	ref               gitsync.Ref
+	path              string
+	interval          time.Duration
+	depth             int
+	webhookSecretFile string
+	verify            string
+	auth              gitsync.Auth
+	// dev makes repo a plain directory watched for changes (ctxos up).
+	dev bool
 }
 
 func newAgentCmd() *cobra.Command {
@@ -76,7 +94,27 @@ rotation).`,
 	f.StringVar(&c.profile, "profile", "lan", "gossip timing profile: lan, wan or local")
 	f.DurationVar(&c.statusEvery, "status-interval", 5*time.Second, "how often /sum/<name> is refreshed")
 	f.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	addGitFlags(f, &c.git)
 	return cmd
+}
+
+func addGitFlags(f *pflag.FlagSet, g *gitConfig) {
+	f.StringVar(&g.repo, "repo", "", "Git repository (path, file://, https:// or ssh://) to follow; this node then syncs desired state")
+	f.StringVar(&g.ref.Branch, "branch", "", "branch to follow (default: the remote's HEAD branch)")
+	f.StringVar(&g.ref.Tag, "tag", "", "tag to follow")
+	f.StringVar(&g.ref.Semver, "semver", "", "follow the highest tag matching this semver range, e.g. \">=1.2, <2\"")
+	f.StringVar(&g.ref.Commit, "commit", "", "pin this commit")
+	f.StringVar(&g.path, "path", "", "subdirectory of the repository holding the desired state")
+	f.DurationVar(&g.interval, "interval", 30*time.Second, "poll interval (jittered); 0 polls never")
+	f.IntVar(&g.depth, "depth", 1, "shallow fetch depth; -1 fetches full history")
+	f.StringVar(&g.webhookSecretFile, "webhook-secret-file", "", "file holding the HMAC secret of POST /v1/hooks/git (the webhook is off without it)")
+	f.StringVar(&g.verify, "verify", "", "refuse commits not signed by a trusted key: openpgp:KEYRING or ssh:ALLOWED_SIGNERS")
+	f.StringVar(&g.auth.Username, "git-username", "", "HTTPS or SSH user name")
+	f.StringVar(&g.auth.PasswordFile, "git-password-file", "", "file holding the HTTPS password")
+	f.StringVar(&g.auth.TokenFile, "git-token-file", "", "file holding an HTTPS access token")
+	f.StringVar(&g.auth.TokenEnv, "git-token-env", "", "environment variable holding an HTTPS access token")
+	f.StringVar(&g.auth.SSHKeyFile, "ssh-key-file", "", "SSH private key for ssh:// remotes")
+	f.StringVar(&g.auth.KnownHostsFile, "known-hosts-file", "", "known_hosts file with the SSH server's host key")
 }
 
 func parseLabels(kvs []string) (map[string]string, error) {
@@ -108,6 +146,7 @@ type agent struct {
 	api    *cluster.API
 	srv    *http.Server
 	apiURL string
+	syncer *gitsync.Syncer
 	// cancelRequests ends long-lived API requests (watches) at stop, which
 	// http.Server.Shutdown alone would wait for.
 	cancelRequests context.CancelFunc
@@ -186,6 +225,10 @@ func startAgent(ctx context.Context, c agentConfig) (*agent, error) {
 		a.stop()
 		return nil, &exitError{code: 2, err: err}
 	}
+	if err := a.startSync(ctx); err != nil {
+		a.stop()
+		return nil, err
+	}
 	logger.Info("agent running", "name", c.name, "gossip", node.GossipAddr(), "api", a.apiURL)
 	return a, nil
 }
@@ -244,6 +287,76 @@ func (a *agent) publishFacts(ctx context.Context) error {
 		}
 	})
 	return nil
+}
+
+// startSync makes this node a syncer of desired state when --repo is set:
+// it follows the repository, serves the webhook and `ctxos sync`.
+func (a *agent) startSync(ctx context.Context) error {
+	g := a.cfg.git
+	a.api.Handle("POST /v1/sync", http.HandlerFunc(a.handleSync))
+	if g.repo == "" {
+		return nil
+	}
+	if err := g.ref.Validate(); err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	var tree gitsync.Tree
+	if g.dev {
+		dt := &gitsync.DirTree{Dir: g.repo}
+		if err := dt.Watch(ctx, func(r string) { a.syncer.Fire(r) }, a.log); err != nil {
+			return err
+		}
+		tree = dt
+	} else {
+		src := &gitsync.Source{
+			URL: g.repo, Ref: g.ref, Path: g.path, Auth: g.auth, Depth: g.depth,
+			CacheDir: filepath.Join(a.cfg.dataDir, "git", "cache"), Logger: a.log,
+		}
+		if g.verify != "" {
+			v, err := gitsync.ParseVerify(g.verify)
+			if err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("--verify: %w", err)}
+			}
+			src.Verify = v
+		}
+		tree = &gitsync.GitTree{Source: src, WorkDir: filepath.Join(a.cfg.dataDir, "git", "work")}
+	}
+	a.syncer = &gitsync.Syncer{Tree: tree, Store: a.node.Store(), Node: a.cfg.name, Interval: g.interval, Logger: a.log}
+	if g.webhookSecretFile != "" {
+		secret, err := os.ReadFile(g.webhookSecretFile)
+		if err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("--webhook-secret-file: %w", err)}
+		}
+		hook, err := gitsync.NewWebhook([]byte(strings.TrimSpace(string(secret))), a.syncer.Fire, a.log)
+		if err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("--webhook-secret-file %s: %w", g.webhookSecretFile, err)}
+		}
+		a.api.Handle("POST /v1/hooks/git", hook)
+	}
+	go a.syncer.Run(ctx)
+	return nil
+}
+
+// handleSync serves `ctxos sync`: sync now and answer with the outcome.
+func (a *agent) handleSync(w http.ResponseWriter, r *http.Request) {
+	if a.syncer == nil {
+		writeHTTPJSON(w, http.StatusConflict, map[string]string{"error": "this node does not follow a repository (no --repo); run ctxos sync against a node that does"})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
+	defer cancel()
+	st, err := a.syncer.SyncNow(ctx, "ctxos sync")
+	if err != nil {
+		writeHTTPJSON(w, http.StatusBadGateway, map[string]any{"error": err.Error(), "status": st})
+		return
+	}
+	writeHTTPJSON(w, http.StatusOK, st)
+}
+
+func writeHTTPJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
 }
 
 // stop leaves the cluster gracefully and shuts everything down.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ctxos/ctxos/cluster"
 	"github.com/ctxos/ctxos/cluster/props"
+	"github.com/ctxos/ctxos/gitsync"
 	"github.com/ctxos/ctxos/schema"
 )
 
@@ -92,6 +93,30 @@ func printStatus(w io.Writer, st cluster.StatusView, now time.Time) {
 	}
 	tw.Flush()
 
+	for _, e := range st.Sync {
+		var ss gitsync.SyncStatus
+		if json.Unmarshal(e.Value, &ss) != nil {
+			continue
+		}
+		node := strings.TrimSuffix(strings.TrimPrefix(e.Path, "/run/"), "/gitsync")
+		fmt.Fprintf(w, "\nsync on %s: %s, newest commit %.12s", node, ss.State, ss.Commit)
+		if ss.Subject != "" {
+			fmt.Fprintf(w, " %q", ss.Subject)
+		}
+		if ss.Author != "" {
+			fmt.Fprintf(w, " by %s", ss.Author)
+		}
+		if !ss.CommitTime.IsZero() {
+			fmt.Fprintf(w, " at %s", ss.CommitTime.Format(time.RFC3339))
+		}
+		fmt.Fprintln(w)
+		if ss.Error != "" {
+			fmt.Fprintf(w, "  last error: %s\n", ss.Error)
+		}
+		for _, d := range ss.Diagnostics {
+			fmt.Fprintf(w, "  %s\n", d)
+		}
+	}
 	if len(st.Progress) > 0 {
 		fmt.Fprintln(w, "\nprogress:")
 		for _, p := range st.Progress {
