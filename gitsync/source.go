@@ -147,7 +147,8 @@ func (s *Source) Fetch(ctx context.Context) (Revision, error) {
 	if err != nil {
 		return Revision{}, err
 	}
-	if s.depth() == 0 && isShallow(repo) {
+	pinnedCached := s.Ref.Commit != "" && hasObject(repo, plumbing.NewHash(s.Ref.Commit))
+	if s.depth() == 0 && isShallow(repo) && !pinnedCached {
 		// go-git cannot unshallow in place, so a cache that was shallow
 		// is rebuilt next to the old one and swapped in on success.
 		if repo, err = s.rebuildFull(ctx, creds); err != nil {
