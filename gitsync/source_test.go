@@ -429,18 +429,29 @@ func TestPinnedCommitOffline(t *testing.T) {
 	t.Parallel()
 	repo := gittest.NewRepo(t)
 	c1 := repo.Commit("one", map[string]string{"a": "1"})
-	repo.Commit("two", map[string]string{"a": "2"})
+	c2 := repo.Commit("two", map[string]string{"a": "2"})
 	srv := gittest.HTTPServer(t, filepath.Dir(repo.Dir), "", "")
 	src := newSource(t, srv.URL+"/repo")
-	// A shallow cache first (following main), then a pin to an older
-	// commit: the cache is rebuilt with full history.
+	shallowFile := filepath.Join(src.CacheDir, "shallow")
 	if _, err := src.Fetch(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	// Pinning the commit the shallow cache already holds needs nothing more.
+	src.Ref = Ref{Commit: c2}
+	if rev, err := src.Fetch(t.Context()); err != nil || rev.Commit != c2 {
+		t.Fatalf("pin to cached tip = %s, %v", rev.Commit, err)
+	}
+	if _, err := os.Stat(shallowFile); err != nil {
+		t.Errorf("cache was rebuilt for a cached pinned commit: %v", err)
+	}
+	// Pinning an older commit rebuilds the cache with full history.
 	src.Ref = Ref{Commit: c1}
 	rev, err := src.Fetch(t.Context())
 	if err != nil || rev.Commit != c1 {
 		t.Fatalf("pinned fetch = %s, %v; want %s", rev.Commit, err, c1)
+	}
+	if _, err := os.Stat(shallowFile); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("cache still shallow after a full rebuild: %v", err)
 	}
 	srv.Close()
 	// Pinned and cached: no remote needed.
