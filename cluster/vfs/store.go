@@ -113,11 +113,14 @@ type Store struct {
 	digest  map[string]*writerState
 	contact int64 // wall time of the last applied Merge, persisted for Stale checks
 
-	// notifyMu is taken before mu is released on every change, so OnChange
-	// and watchers see changes in the order they were applied, without
-	// holding mu (OnChange may read the store).
-	notifyMu sync.Mutex
-	watchers map[*watcher]struct{}
+	// Changes are published in the order they were applied without holding
+	// mu (OnChange may read the store): each change takes a ticket under mu
+	// and waits, after releasing mu, for its turn under notifyMu.
+	notifyMu   sync.Mutex
+	notifyTurn *sync.Cond
+	ticketNext uint64 // under mu
+	ticketDone uint64 // under notifyMu
+	watchers   map[*watcher]struct{}
 
 	futureMu     sync.Mutex
 	futureLogged map[string]time.Time
@@ -150,6 +153,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		futureLogged: make(map[string]time.Time),
 		done:         make(chan struct{}),
 	}
+	s.notifyTurn = sync.NewCond(&s.notifyMu)
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -259,8 +263,8 @@ func (s *Store) Delete(path string) (Entry, error) {
 // the store: do not modify it.
 func (s *Store) Get(path string) (Entry, bool) {
 	s.mu.RLock()
+	defer s.mu.RUnlock()
 	r := s.entries[path]
-	s.mu.RUnlock()
 	if r == nil || r.e.Deleted {
 		return Entry{}, false
 	}
@@ -446,9 +450,8 @@ func (s *Store) clockVersion() Version {
 // publish hands a change to OnChange and the watchers in application
 // order. The caller holds mu for writing; publish releases it.
 func (s *Store) publish(e Entry, local bool) {
-	s.notifyMu.Lock()
-	s.mu.Unlock()
-	defer s.notifyMu.Unlock()
+	s.awaitTurn()
+	defer s.endTurn()
 	for w := range s.watchers {
 		if under(e.Path, w.prefix) {
 			w.push(e)
@@ -536,13 +539,31 @@ func (s *Store) DropReplica() int {
 	for _, r := range drop {
 		s.remove(r)
 	}
-	s.notifyMu.Lock()
-	s.mu.Unlock()
+	s.awaitTurn()
 	for w := range s.watchers {
 		w.pushResync()
 	}
-	s.notifyMu.Unlock()
+	s.endTurn()
 	return len(drop)
+}
+
+// awaitTurn takes the next ticket while the caller holds mu for writing,
+// releases mu and returns holding notifyMu once every earlier change is
+// published.
+func (s *Store) awaitTurn() {
+	ticket := s.ticketNext
+	s.ticketNext++
+	s.mu.Unlock()
+	s.notifyMu.Lock()
+	for s.ticketDone != ticket {
+		s.notifyTurn.Wait()
+	}
+}
+
+func (s *Store) endTurn() {
+	s.ticketDone++
+	s.notifyTurn.Broadcast()
+	s.notifyMu.Unlock()
 }
 
 // Flush waits until every change made before the call is committed to the

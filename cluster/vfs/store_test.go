@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -624,5 +625,60 @@ func TestCodecCanonical(t *testing.T) {
 	var back Entry
 	if err := Decode(cborOf(t, e), &back); err != nil || back.Path != e.Path || back.Version != e.Version || !bytes.Equal(back.Value, e.Value) {
 		t.Errorf("entry round trip = %+v, %v", back, err)
+	}
+}
+
+// TestOnChangeConcurrent writes from many goroutines while OnChange reads
+// the store: no deadlock, and per key OnChange sees increasing versions.
+func TestOnChangeConcurrent(t *testing.T) {
+	f := newFixture()
+	var (
+		mu   sync.Mutex
+		last = make(map[string]Version)
+		bad  []string
+	)
+	var s *Store
+	s = f.open(t, "n1", t.TempDir(), func(o *Options) {
+		o.OnChange = func(e Entry, local bool) {
+			s.Get(e.Path)
+			s.List("/lk")
+			mu.Lock()
+			if !last[e.Path].Less(e.Version) {
+				bad = append(bad, e.Path+" "+e.Version.String())
+			}
+			last[e.Path] = e.Version
+			mu.Unlock()
+		}
+	})
+	watch := s.Watch(t.Context(), "/lk/k0")
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				if _, err := s.PutValue(fmt.Sprintf("/lk/k%d", i%4), g*1000+i); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(bad) > 0 {
+		t.Errorf("OnChange out of version order: %q", bad)
+	}
+	want, _ := s.Get("/lk/k0")
+	var prev Version
+	for {
+		ev, _ := next(t, watch)
+		if ev.Resync {
+			t.Fatal("unexpected resync")
+		}
+		if !prev.Less(ev.Entry.Version) {
+			t.Fatalf("watch out of order: %s after %s", ev.Entry.Version, prev)
+		}
+		prev = ev.Entry.Version
+		if prev == want.Version {
+			break
+		}
 	}
 }

@@ -37,16 +37,16 @@ func (s *Store) Watch(ctx context.Context, prefix string) <-chan Event {
 	s.mu.RLock()
 	closed := s.closed
 	if !closed {
-		s.notifyMu.Lock()
-		s.watchers[w] = struct{}{}
-		s.notifyMu.Unlock()
-		s.wg.Add(1)
+		s.wg.Add(1) // before Close can start waiting
 	}
 	s.mu.RUnlock()
 	if closed {
 		close(out)
 		return out
 	}
+	s.notifyMu.Lock()
+	s.watchers[w] = struct{}{}
+	s.notifyMu.Unlock()
 	go s.serve(ctx, w, out)
 	return out
 }
