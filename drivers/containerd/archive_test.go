@@ -6,10 +6,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,22 +34,45 @@ var imageConfig = ocispec.ImageConfig{
 	WorkingDir: "/",
 }
 
-var (
-	archiveOnce sync.Mutex
-	archiveMemo = map[string]string{}
-)
+// archivePaths holds the test image archives TestMain built, by format.
+var archivePaths = map[string]string{}
 
-// busyboxArchive returns an image archive of busybox-static ("oci" layout
-// or "docker" save format), built once per test binary.
+// busyboxArchive returns the image archive of busybox-static in format
+// ("oci" layout or "docker" save), skipping tb where containerd cannot run.
 func busyboxArchive(tb testing.TB, format string) string {
 	tb.Helper()
 	requireContainerd(tb)
-	archiveOnce.Lock()
-	defer archiveOnce.Unlock()
-	if p, ok := archiveMemo[format]; ok {
-		return p
+	p, ok := archivePaths[format]
+	if !ok {
+		tb.Fatalf("no %q test archive", format)
 	}
-	layer := busyboxLayer(tb)
+	return p
+}
+
+// archiveOf is busyboxArchive for spec literals in tests that already
+// required containerd.
+func archiveOf(format string) string { return archivePaths[format] }
+
+// buildArchives writes the test image in both formats under dir.
+func buildArchives(dir string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("build test image: %v", r)
+		}
+	}()
+	for _, format := range []string{"oci", "docker"} {
+		path := filepath.Join(dir, "busybox-"+format+".tar")
+		if err := os.WriteFile(path, buildArchive(format), 0o644); err != nil {
+			return err
+		}
+		archivePaths[format] = path
+	}
+	return nil
+}
+
+// buildArchive is an image archive of busybox-static; it panics on error.
+func buildArchive(format string) []byte {
+	layer := busyboxLayer()
 	diffID := digest.FromBytes(layer)
 	cfg := ocispec.Image{
 		Created:  ptr(time.Unix(0, 0).UTC()),
@@ -57,20 +80,19 @@ func busyboxArchive(tb testing.TB, format string) string {
 		Config:   imageConfig,
 		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{diffID}},
 	}
-	cfgJSON := mustJSON(tb, cfg)
-	path := filepath.Join(archives, "busybox-"+format+".tar")
+	cfgJSON := mustJSON(cfg)
 	var files []tarFile
 	switch format {
 	case "oci":
 		cfgDesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: digest.FromBytes(cfgJSON), Size: int64(len(cfgJSON))}
 		layerDesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: diffID, Size: int64(len(layer))}
-		manifest := mustJSON(tb, ocispec.Manifest{
+		manifest := mustJSON(ocispec.Manifest{
 			Versioned: specs.Versioned{SchemaVersion: 2},
 			MediaType: ocispec.MediaTypeImageManifest,
 			Config:    cfgDesc,
 			Layers:    []ocispec.Descriptor{layerDesc},
 		})
-		index := mustJSON(tb, ocispec.Index{
+		index := mustJSON(ocispec.Index{
 			Versioned: specs.Versioned{SchemaVersion: 2},
 			MediaType: ocispec.MediaTypeImageIndex,
 			Manifests: []ocispec.Descriptor{{
@@ -85,14 +107,14 @@ func busyboxArchive(tb testing.TB, format string) string {
 			return tarFile{name: "blobs/sha256/" + digest.FromBytes(b).Encoded(), body: b}
 		}
 		files = []tarFile{
-			{name: ocispec.ImageLayoutFile, body: mustJSON(tb, ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})},
+			{name: ocispec.ImageLayoutFile, body: mustJSON(ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})},
 			{name: "index.json", body: index},
 			blob(manifest), blob(cfgJSON), blob(layer),
 		}
 	case "docker":
 		cfgName := digest.FromBytes(cfgJSON).Encoded() + ".json"
 		layerName := diffID.Encoded() + "/layer.tar"
-		manifest := mustJSON(tb, []map[string]any{{
+		manifest := mustJSON([]map[string]any{{
 			"Config": cfgName, "RepoTags": []string{"busybox:ctxos-test"}, "Layers": []string{layerName},
 		}})
 		files = []tarFile{
@@ -101,23 +123,16 @@ func busyboxArchive(tb testing.TB, format string) string {
 			{name: layerName, body: layer},
 		}
 	default:
-		tb.Fatalf("unknown archive format %q", format)
+		panic("unknown archive format " + format)
 	}
-	if err := os.WriteFile(path, tarOf(tb, files), 0o644); err != nil {
-		tb.Fatal(err)
-	}
-	archiveMemo[format] = path
-	return path
+	return tarOf(files)
 }
 
 // busyboxLayer is a root filesystem: /bin/busybox with its applets, /etc
 // with root and nobody, and the mount points runc expects.
-func busyboxLayer(tb testing.TB) []byte {
-	tb.Helper()
+func busyboxLayer() []byte {
 	bin, err := os.ReadFile(busyboxPath)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	check(err)
 	files := []tarFile{
 		{name: "bin/", dir: true}, {name: "etc/", dir: true}, {name: "tmp/", dir: true, mode: 0o1777},
 		{name: "proc/", dir: true}, {name: "sys/", dir: true}, {name: "dev/", dir: true}, {name: "data/", dir: true},
@@ -128,7 +143,7 @@ func busyboxLayer(tb testing.TB) []byte {
 	for _, a := range busyboxApplets {
 		files = append(files, tarFile{name: "bin/" + a, link: "busybox"})
 	}
-	return tarOf(tb, files)
+	return tarOf(files)
 }
 
 type tarFile struct {
@@ -139,8 +154,7 @@ type tarFile struct {
 	mode int64
 }
 
-func tarOf(tb testing.TB, files []tarFile) []byte {
-	tb.Helper()
+func tarOf(files []tarFile) []byte {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, f := range files {
@@ -156,28 +170,24 @@ func tarOf(tb testing.TB, files []tarFile) []byte {
 		if f.mode != 0 {
 			h.Mode = f.mode
 		}
-		if err := tw.WriteHeader(h); err != nil {
-			tb.Fatal(err)
-		}
-		if len(f.body) > 0 {
-			if _, err := tw.Write(f.body); err != nil {
-				tb.Fatal(err)
-			}
-		}
+		check(tw.WriteHeader(h))
+		_, err := tw.Write(f.body)
+		check(err)
 	}
-	if err := tw.Close(); err != nil {
-		tb.Fatal(err)
-	}
+	check(tw.Close())
 	return buf.Bytes()
 }
 
-func mustJSON(tb testing.TB, v any) []byte {
-	tb.Helper()
+func mustJSON(v any) []byte {
 	b, err := json.Marshal(v)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	check(err)
 	return b
+}
+
+func check(err error) {
+	if err != nil {
+		panic(err)
+	}
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -56,6 +56,10 @@ func TestMain(m *testing.M) {
 				return 1
 			}
 			defer os.RemoveAll(archives)
+			if err := buildArchives(archives); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
 		}
 		return m.Run()
 	}()
@@ -360,4 +364,3 @@ func waitFor(tb testing.TB, what string, timeout time.Duration, cond func() (boo
 	}
 	tb.Fatalf("%s: not within %s; last: %s", what, timeout, last)
 }
-

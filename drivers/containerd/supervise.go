@@ -10,6 +10,7 @@ import (
 	"time"
 
 	apievents "github.com/containerd/containerd/api/events"
+	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	tasktypes "github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/core/events"
 	"github.com/containerd/typeurl/v2"
@@ -35,7 +36,7 @@ func (d *Driver) watchEvents() {
 	for {
 		ctx, cancel := context.WithCancel(d.bg)
 		envs, errs := d.client.EventService().Subscribe(ctx, filters...)
-		healthy := d.follow(envs, errs)
+		healthy := d.follow(envs, errs, func() { d.sweep(ctx) })
 		cancel()
 		if healthy {
 			wait = 100 * time.Millisecond
@@ -45,18 +46,25 @@ func (d *Driver) watchEvents() {
 			return
 		case <-time.After(wait):
 		}
-		wait = min(2*wait, 2*time.Second)
+		wait = min(2*wait, time.Second)
 	}
 }
 
 // follow handles events until the subscription ends; it reports whether
-// any event came through, to reset the resubscribe backoff.
-func (d *Driver) follow(envs <-chan *events.Envelope, errs <-chan error) bool {
+// any event came through, to reset the resubscribe backoff. Once the
+// subscription has proved alive it calls subscribed.
+func (d *Driver) follow(envs <-chan *events.Envelope, errs <-chan error, subscribed func()) bool {
 	got := false
+	// The subscription either fails at once or delivers from now on; a
+	// short grace tells the two apart before sweeping for missed exits.
+	alive := time.NewTimer(50 * time.Millisecond)
+	defer alive.Stop()
 	for {
 		select {
 		case <-d.done:
 			return got
+		case <-alive.C:
+			subscribed()
 		case err := <-errs:
 			if err != nil && d.bg.Err() == nil {
 				d.log.Debug("event subscription ended", "err", err)
@@ -87,6 +95,54 @@ func (d *Driver) follow(envs <-chan *events.Envelope, errs <-chan error) bool {
 			}
 		}
 	}
+}
+
+// sweep hands to exited every stopped task whose restart policy wants it
+// running and that nobody restarts yet: exits that happened while the
+// driver was not subscribed (containerd restarting, no agent running).
+func (d *Driver) sweep(ctx context.Context) {
+	if !d.enter() {
+		return
+	}
+	defer d.leave()
+	cs, err := d.client.ContainerService().List(ctx, `labels."`+labelInstance+`"`)
+	if err != nil {
+		return
+	}
+	resp, err := d.client.TaskService().List(ctx, &tasks.ListTasksRequest{})
+	if err != nil {
+		return
+	}
+	stopped := map[string]*tasktypes.Process{}
+	for _, p := range resp.Tasks {
+		if p.Status == tasktypes.Status_STOPPED {
+			stopped[p.ID] = p
+		}
+	}
+	for _, c := range cs {
+		p, ok := stopped[c.ID]
+		if !ok {
+			continue
+		}
+		cur := decodeCurrent(c, p)
+		if cur.spec == nil || !wantsRestart(*cur.spec, p.ExitStatus) {
+			continue
+		}
+		u := d.unitOf(c.ID)
+		u.mu.Lock()
+		pending := u.backoff
+		u.mu.Unlock()
+		if !pending {
+			d.log.Info("exit missed while unsubscribed", "id", c.ID, "code", p.ExitStatus)
+			d.wg.Add(1)
+			go d.exited(c.ID, p.Pid, p.ExitStatus)
+		}
+	}
+}
+
+func wantsRestart(spec drivers.Spec, code uint32) bool {
+	policy := spec.RestartMode()
+	return policy == drivers.RestartAlways || (policy == drivers.RestartOnFailure && code != 0)
 }
 
 // exited applies the restart policy to an exit of the task with pid. An
@@ -126,7 +182,7 @@ func (d *Driver) exited(id string, pid, code uint32) {
 		how = fmt.Sprintf("OOM killed (memory limit %s); %s", formatBytes(spec.Resources.MemoryBytes), how)
 	}
 	policy := spec.RestartMode()
-	restart := policy == drivers.RestartAlways || (policy == drivers.RestartOnFailure && code != 0)
+	restart := wantsRestart(spec, code)
 	ev := drivers.Event{ID: id, ExitCode: int(code), Time: now}
 	var delay time.Duration
 	u.mu.Lock()
