@@ -40,4 +40,10 @@ var (
 	ErrInvalidRun = errors.New("invalid run")
 	// ErrJournalClosed is returned by writes to a closed [Journal].
 	ErrJournalClosed = errors.New("journal closed")
+	// ErrInvalidConfig is returned by [New] for a [Config] without a node
+	// name, store or journal, or with a store of another node.
+	ErrInvalidConfig = errors.New("invalid reconciler config")
+	// ErrAlreadyRunning is returned by [Reconciler.Run] while another Run
+	// of the same Reconciler is in progress.
+	ErrAlreadyRunning = errors.New("reconciler already running")
 )
