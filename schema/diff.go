@@ -34,7 +34,8 @@ type ItemDiff struct {
 	Op   Op     `json:"op"`
 	// Fields are the leaves that differ, in the order of the value: map
 	// keys sorted, list elements by index. An added or removed item lists
-	// every leaf it has; empty maps and lists are left out.
+	// every leaf it has; empty maps and lists are left out, and so is the
+	// replicas of a CTX with autoscale.
 	Fields []FieldDiff `json:"fields"`
 }
 
@@ -97,6 +98,10 @@ func DiffSnapshots(before, after *Snapshot) ([]ItemDiff, error) {
 				return nil, err
 			}
 		}
+		if kind == "ctx" {
+			dropMeaninglessReplicas(ov)
+			dropMeaninglessReplicas(nv)
+		}
 		switch {
 		case !inOld:
 			d.Op = OpAdd
@@ -117,6 +122,15 @@ func DiffSnapshots(before, after *Snapshot) ([]ItemDiff, error) {
 		out = append(out, d)
 	}
 	return out, nil
+}
+
+// dropMeaninglessReplicas leaves replicas out of a CTX with autoscale: it
+// is 0 there and means nothing ([Ctx.Autoscale]), and "replicas: 3 → 0"
+// would read as scaling to zero.
+func dropMeaninglessReplicas(v any) {
+	if m, ok := v.(map[string]any); ok && m["autoscale"] != nil {
+		delete(m, "replicas")
+	}
 }
 
 // itemKinds orders the roots as the design lists them.

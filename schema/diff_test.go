@@ -155,8 +155,14 @@ func TestDiffSnapshots(t *testing.T) {
 				`changed ctx/web autoscale.max: + 4`,
 				`changed ctx/web autoscale.min: + 1`,
 				`changed ctx/web autoscale.targetCPU: + 70`,
-				`changed ctx/web replicas: 2 -> 0`,
+				`changed ctx/web replicas: - 2`,
 			},
+		},
+		{
+			name:   "autoscale bounds",
+			before: `ctx: web: {command: "web", autoscale: {min: 1, max: 4}}`,
+			after:  `ctx: web: {command: "web", autoscale: {min: 2, max: 4}}`,
+			want:   []string{`changed ctx/web autoscale.min: 1 -> 2`},
 		},
 		{
 			name:   "optional struct appears with its defaults",
