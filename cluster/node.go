@@ -44,6 +44,7 @@ type Node struct {
 	mu       sync.Mutex
 	departed map[string]Member // failed or left members, by name
 	joined   map[string]time.Time
+	catchUp  map[string]*time.Timer // writer → pending catch-up request
 
 	pushing sync.Map // peer name → struct{}: an anti-entropy push in flight
 	pulling sync.Map // path → struct{}: a large-value pull in flight
@@ -78,6 +79,7 @@ func Start(ctx context.Context, cfg Config, storeOpts vfs.Options) (*Node, error
 		log:      logger.With("node", cfg.Name),
 		departed: map[string]Member{},
 		joined:   map[string]time.Time{},
+		catchUp:  map[string]*time.Timer{},
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.meta.Store(&Meta{API: cfg.APIAddr, Labels: cfg.Labels, Roles: cfg.Roles})

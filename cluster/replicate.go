@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 
@@ -15,7 +16,15 @@ const (
 	msgNotice byte = 'n' // a large entry exists: notice
 	msgWant   byte = 'w' // please send me these entries: want
 	msgBatch  byte = 'b' // entries sent over a reliable connection: batch
+	msgCatch  byte = 'c' // send me what I lack (after a burst of desired state): pushState
 )
+
+// catchUpDelay is how long after the last desired-state delta from a
+// writer a node asks that writer for what it may have missed. Gossip may
+// drop a few of the hundreds of deltas a commit publishes, and a node must
+// not wait for the next push/pull (30 s on a LAN) to hold the whole
+// snapshot.
+const catchUpDelay = 300 * time.Millisecond
 
 // batchBytes bounds one reliable message; memberlist refuses user messages
 // over 20 MiB and a value may be up to 1 MiB.
@@ -142,6 +151,7 @@ func (n *Node) handleMsg(kind byte, body []byte) error {
 			return nil
 		}
 		n.pull(nt)
+		n.catchUpAfter(vfs.Entry{Path: nt.Path, Version: nt.Version})
 	case msgWant:
 		var w want
 		if err := vfs.Decode(body, &w); err != nil {
@@ -172,6 +182,12 @@ func (n *Node) handleMsg(kind byte, body []byte) error {
 			}
 		}
 		return errors.Join(errs...)
+	case msgCatch:
+		var st pushState
+		if err := vfs.Decode(body, &st); err != nil {
+			return fmt.Errorf("decode catch-up request: %w", err)
+		}
+		n.goSend(st.Node, n.store.Missing(st.Digest), false)
 	default:
 		return fmt.Errorf("unknown message kind %q", kind)
 	}
@@ -205,6 +221,45 @@ func (n *Node) pull(nt notice) {
 			return
 		}
 	}()
+}
+
+// catchUpAfter schedules, for a delta of desired state, a catch-up request
+// to its writer once the writer's burst is over (each new delta pushes the
+// request back).
+func (n *Node) catchUpAfter(e vfs.Entry) {
+	segs, err := vfs.Split(e.Path)
+	if err != nil || !vfs.IsDesired(segs[0]) {
+		return
+	}
+	writer := e.Version.Node
+	if writer == "" || writer == n.cfg.Name {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if t, ok := n.catchUp[writer]; ok {
+		t.Reset(catchUpDelay)
+		return
+	}
+	n.catchUp[writer] = time.AfterFunc(catchUpDelay, func() {
+		n.mu.Lock()
+		delete(n.catchUp, writer)
+		n.mu.Unlock()
+		if n.ctx.Err() != nil {
+			return
+		}
+		peer := n.liveNode(writer)
+		if peer == nil {
+			return
+		}
+		msg, err := encodeMsg(msgCatch, pushState{Node: n.cfg.Name, Digest: n.store.Digest()})
+		if err != nil {
+			return
+		}
+		if err := n.ml.Load().SendReliable(peer, msg); err != nil {
+			n.log.Debug("catch-up request", "writer", writer, "err", err)
+		}
+	})
 }
 
 func (d *delegate) LocalState(join bool) []byte {
