@@ -148,10 +148,13 @@ func (d *Driver) instance(cur *current) drivers.Instance {
 	case p.Status == tasktypes.Status_RUNNING || p.Status == tasktypes.Status_PAUSED || p.Status == tasktypes.Status_PAUSING:
 		inst.State, inst.Pid = drivers.Running, int(p.Pid)
 		inst.ExitCode = 0
+		// From /proc: the same for every observation of one process,
+		// whichever driver made it (boot time has 1s resolution).
 		inst.StartedAt = procStartTime(int(p.Pid))
 		u.mu.Lock()
 		if u.pid != p.Pid {
-			// Adopted: remember when it started for the exit message.
+			// Adopted: remember roughly when it started for the exit
+			// message.
 			u.pid, u.startedAt = p.Pid, inst.StartedAt
 		}
 		u.mu.Unlock()

@@ -92,6 +92,9 @@ func (d *Driver) create(ctx context.Context, u *unit, spec drivers.Spec) error {
 	if err != nil {
 		return d.wrap(fmt.Errorf("instance %q: create container: %w", spec.ID, err))
 	}
+	u.mu.Lock()
+	u.quickExits = 0 // a new container starts its backoff afresh
+	u.mu.Unlock()
 	if d.haltAfterContainer {
 		return nil
 	}
@@ -134,7 +137,7 @@ func (d *Driver) startTask(ctx context.Context, u *unit, c containerd.Container,
 		return d.wrap(taskError(spec, "start task", err))
 	}
 	u.mu.Lock()
-	u.pid, u.startedAt = t.Pid(), procStartTime(int(t.Pid()))
+	u.pid, u.startedAt = t.Pid(), d.now()
 	u.mu.Unlock()
 	return nil
 }
@@ -169,7 +172,7 @@ func (d *Driver) restart(ctx context.Context, u *unit, cur *current, spec driver
 			u.mu.Lock()
 			u.gen++
 			u.pid, u.backoff, u.message, u.oom = t.Pid(), false, "", false
-			u.startedAt = procStartTime(int(t.Pid()))
+			u.startedAt = d.now()
 			u.mu.Unlock()
 			return nil
 		}

@@ -410,7 +410,7 @@ func TestImageEntrypoint(t *testing.T) {
 func TestLogsRotate(t *testing.T) {
 	dm := requireContainerd(t)
 	d := newDriver(t, dm, ctrd.Config{Namespace: "ctxos-logs", LogMaxBytes: 4096, LogKeep: 2, LogCheckInterval: time.Hour})
-	s := shellSpec("ctx.logs.0", `i=0; while :; do i=$((i+1)); echo "line $i"; sleep 0.01; done`)
+	s := shellSpec("ctx.logs.0", `i=0; while :; do i=$((i+1)); echo "line $i: the quick brown fox jumps over the lazy dog, again and again and again"; sleep 0.01; done`)
 	converge(t, d, s)
 	path := d.LogPath(s.ID)
 	for round := 1; round <= 3; round++ {
@@ -511,6 +511,14 @@ func TestRestartPolicy(t *testing.T) {
 		t.Errorf("plan for an ended never-restart instance = %v, want nothing", got)
 	}
 	// A new agent reads why it ended from the container's labels.
+	waitFor(t, "exit event (sent after the exit is recorded)", 10*time.Second, func() (bool, string) {
+		select {
+		case ev := <-d.Events():
+			return ev.ID == never.ID && ev.State == drivers.Failed, fmt.Sprintf("%+v", ev)
+		default:
+			return false, "no event"
+		}
+	})
 	d2 := newDriver(t, dm, ctrd.Config{Namespace: "ctxos-restart"})
 	inst2, _ := find(observe(t, d2), never.ID)
 	if inst2.State != drivers.Failed || !strings.Contains(inst2.Message, "restart policy never") {

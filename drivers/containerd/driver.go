@@ -308,8 +308,9 @@ func (d *Driver) connect() error {
 
 // ready connects and checks that containerd's socket accepts connections,
 // so a call fails within DialTimeout with ErrUnavailable instead of waiting
-// on gRPC's reconnect backoff. After an outage it resets that backoff, so
-// the first call after the daemon is back goes through.
+// on gRPC's reconnect backoff. After an outage it waits, within
+// DialTimeout, for gRPC to reconnect, so the first call after the daemon is
+// back goes through.
 func (d *Driver) ready(ctx context.Context) (context.Context, error) {
 	if err := d.connect(); err != nil {
 		return nil, err
@@ -324,10 +325,16 @@ func (d *Driver) ready(ctx context.Context) (context.Context, error) {
 	}
 	conn.Close()
 	if cc, ok := d.client.Conn().(*grpc.ClientConn); ok {
-		if s := cc.GetState(); s == connectivity.TransientFailure || s == connectivity.Idle {
-			cc.ResetConnectBackoff()
-			cc.Connect()
+		// After an outage gRPC retries on a backoff of up to DialTimeout;
+		// the socket answers again, so wait for that retry rather than
+		// fail the call.
+		wctx, cancel := context.WithTimeout(ctx, d.cfg.DialTimeout)
+		for s := cc.GetState(); s == connectivity.TransientFailure || s == connectivity.Connecting; s = cc.GetState() {
+			if !cc.WaitForStateChange(wctx, s) {
+				break
+			}
 		}
+		cancel()
 	}
 	return d.nsCtx(ctx), nil
 }

@@ -252,8 +252,10 @@ func (d *Driver) restartAfter(u *unit, gen uint64, delay time.Duration) {
 	ctx, cancel := context.WithTimeout(d.bg, 60*time.Second)
 	defer cancel()
 	cur, err := d.load(ctx, u.id)
-	if err == nil && (cur == nil || cur.spec == nil || cur.task != nil && cur.task.Status != tasktypes.Status_STOPPED) {
-		// Deleted, damaged, or started by someone else meanwhile.
+	if err == nil && (cur == nil || cur.spec == nil || cur.task == nil || cur.task.Status != tasktypes.Status_STOPPED) {
+		// Deleted, damaged, or started by someone else meanwhile. A task
+		// deleted from outside is left to the plan, which starts it
+		// again as a change the reconciler records.
 		u.mu.Lock()
 		u.backoff = false
 		u.mu.Unlock()
