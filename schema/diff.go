@@ -295,7 +295,8 @@ const maxLCSCells = 1 << 20
 // diffList diffs two lists by their longest common subsequence: elements
 // only in old are removed, only in new added, and a run of removals
 // facing a run of additions of the same length is paired up element by
-// element, so an edited element reads as a change of its fields.
+// element, so an edited element reads as a change of its fields (when the
+// two are [similar]).
 func diffList(field string, old, new []any, out *[]FieldDiff) {
 	if len(old)*len(new) > maxLCSCells {
 		if !reflect.DeepEqual(old, new) {
@@ -334,7 +335,14 @@ func diffList(field string, old, new []any, out *[]FieldDiff) {
 		}
 		if i-i0 == j-j0 {
 			for k := range i - i0 {
-				diffValue(indexField(field, j0+k), old[i0+k], new[j0+k], out)
+				o, n := old[i0+k], new[j0+k]
+				if similar(o, n) {
+					diffValue(indexField(field, j0+k), o, n, out)
+					continue
+				}
+				*out = append(*out,
+					FieldDiff{Field: indexField(field, i0+k), Op: OpRemove, Old: o},
+					FieldDiff{Field: indexField(field, j0+k), Op: OpAdd, New: n})
 			}
 			continue
 		}
@@ -345,6 +353,28 @@ func diffList(field string, old, new []any, out *[]FieldDiff) {
 			*out = append(*out, FieldDiff{Field: indexField(field, k), Op: OpAdd, New: new[k]})
 		}
 	}
+}
+
+// similar reports whether two list elements in the same place are one
+// element edited rather than one replaced by another: scalars always are,
+// maps when at least half their fields are equal. A ztb rule whose from,
+// to and port all changed reads better as a rule removed and one added.
+func similar(a, b any) bool {
+	am, aIsMap := a.(map[string]any)
+	bm, bIsMap := b.(map[string]any)
+	if aIsMap != bIsMap {
+		return false
+	}
+	if !aIsMap {
+		return true
+	}
+	same := 0
+	for k, v := range am {
+		if w, ok := bm[k]; ok && reflect.DeepEqual(v, w) {
+			same++
+		}
+	}
+	return 2*same >= max(len(am), len(bm))
 }
 
 func unionKeys(a, b map[string]any) []string {

@@ -148,6 +148,19 @@ func TestDiffSnapshots(t *testing.T) {
 			},
 		},
 		{
+			name: "rule replaced by an unrelated one",
+			before: `ctx: web: {command: "web", ports: http: 80}
+				ctx: api: command: "api"
+				ztb: allow: [{from: "api", to: "web"}]`,
+			after: `ctx: web: {command: "web", ports: http: 80}
+				ctx: api: command: "api"
+				ztb: allow: [{from: "web", to: "api", port: 1}]`,
+			want: []string{
+				`changed ztb/policy allow[0]: - {from: "api", port: 0, to: "web"}`,
+				`changed ztb/policy allow[0]: + {from: "web", port: 1, to: "api"}`,
+			},
+		},
+		{
 			name:   "replicas to autoscale",
 			before: `ctx: web: {command: "web", replicas: 2}`,
 			after:  `ctx: web: {command: "web", autoscale: {min: 1, max: 4}}`,
