@@ -1,0 +1,612 @@
+package cluster
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/ctxos/ctxos/cluster/vfs"
+)
+
+// The benchmarks below run whole clusters of real memberlist nodes on
+// loopback, on DefaultConfig (memberlist's LAN profile: gossip every
+// 200 ms to 3 nodes, probe every second, push/pull every 30 s scaled up
+// with the cluster size). They take minutes, not seconds; run them one at
+// a time with -benchtime=1x, e.g.
+//
+//	go test ./cluster/ -run '^$' -bench 'Convergence|Bandwidth|NodeMemory' -benchtime=1x -timeout 30m
+
+// benchValue returns a CBOR byte string of size bytes in all, of random
+// content so that memberlist's compression does not flatter the numbers.
+func benchValue(tb testing.TB, size int) []byte {
+	tb.Helper()
+	for n := size; n > 0; n-- {
+		raw := make([]byte, n)
+		rand.Read(raw)
+		b, err := vfs.Encode(raw)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if len(b) == size {
+			return b
+		}
+	}
+	tb.Fatalf("no CBOR byte string of %d bytes", size)
+	return nil
+}
+
+// lanCluster starts size Nodes (in-memory stores) on DefaultConfig over
+// counting loopback transports, joins them through the first one and waits
+// until every node counts every member. onChange, if set, is every store's
+// OnChange hook, told which node it runs on.
+func lanCluster(tb testing.TB, size int, onChange func(node int, e vfs.Entry, local bool)) ([]*Node, []*countingTransport) {
+	tb.Helper()
+	nodes := make([]*Node, size)
+	trs := make([]*countingTransport, size)
+	tb.Cleanup(func() {
+		for _, n := range nodes {
+			if n != nil {
+				n.Close()
+			}
+		}
+	})
+	quiet := slog.New(slog.DiscardHandler)
+	spread := gossipPhases(size)
+	for i := range nodes {
+		spread(i)
+		tr, addr := newCountingTransport(tb)
+		trs[i] = tr
+		cfg := DefaultConfig()
+		cfg.Name = fmt.Sprintf("n%d", i)
+		cfg.BindAddr = addr
+		cfg.Transport = tr
+		cfg.Logger = quiet
+		opts := vfs.Options{Logger: quiet}
+		if onChange != nil {
+			opts.OnChange = func(e vfs.Entry, local bool) { onChange(i, e, local) }
+		}
+		n, err := Start(context.Background(), cfg, opts)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		nodes[i] = n
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, n := range nodes[1:] {
+		if err := n.Join(ctx, []string{nodes[0].GossipAddr()}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	counts := func(i int) int { return nodes[i].ml.Load().NumMembers() }
+	waitMembers(tb, size, counts)
+	return nodes, trs
+}
+
+// gossipPhases returns a function to call before starting node i of size
+// that spreads the start times over one gossip interval in random order.
+// memberlist's gossip ticker starts when the node does (its "stagger" delays
+// only the first tick), so nodes created in a tight loop gossip in lockstep:
+// every hop then waits a whole interval instead of half of one on average,
+// as it does in a real cluster whose nodes started at unrelated times.
+func gossipPhases(size int) func(i int) {
+	interval := gossipInterval
+	at := make([]time.Duration, size)
+	for i := range at {
+		at[i] = time.Duration(mrand.Int64N(int64(interval)))
+	}
+	slices.Sort(at)
+	start := time.Now()
+	return func(i int) {
+		if d := time.Until(start.Add(at[i])); d > 0 {
+			time.Sleep(d) // the start phase itself, not a wait for a condition
+		}
+	}
+}
+
+// gossipInterval is the LAN profile's, which DefaultConfig uses.
+var gossipInterval = memberlist.DefaultLANConfig().GossipInterval
+
+// randomGap pauses for a random part of a gossip interval, so that a write
+// lands at a random point of its writer's interval rather than just after
+// the tick that completed the previous write.
+func randomGap() {
+	time.Sleep(time.Duration(mrand.Int64N(int64(gossipInterval))))
+}
+
+// waitMembers waits until count(i) is size for every node i; on timeout it
+// says how many nodes counted how many members.
+func waitMembers(tb testing.TB, size int, count func(i int) int) {
+	tb.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		hist := map[int]int{}
+		for i := range size {
+			hist[count(i)]++
+		}
+		if hist[size] == size {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("after a minute, the nodes do not all count %d members: members counted → nodes: %v", size, hist)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// probe times one write until every node of a cluster holds it.
+type probe struct {
+	start time.Time
+	left  atomic.Int64
+	took  atomic.Int64 // nanoseconds, set when left reaches 0
+	done  chan struct{}
+}
+
+func newProbe(holders int) *probe {
+	p := &probe{start: time.Now(), done: make(chan struct{})}
+	p.left.Store(int64(holders))
+	return p
+}
+
+// arrive counts one more holder; it runs in a store's OnChange hook or a
+// delegate's NotifyMsg, so it must not block.
+func (p *probe) arrive() {
+	if p.left.Add(-1) == 0 {
+		p.took.Store(int64(time.Since(p.start)))
+		close(p.done)
+	}
+}
+
+// probes maps what a write is known by (a path, a baseline id) to its probe.
+type probes struct{ m sync.Map }
+
+func (ps *probes) arrive(key any) {
+	if p, ok := ps.m.Load(key); ok {
+		p.(*probe).arrive()
+	}
+}
+
+// wait returns how long p took to reach every holder, or an error naming
+// how many held it at the deadline.
+func (p *probe) wait(limit time.Duration, holders int, what string) (time.Duration, error) {
+	select {
+	case <-p.done:
+		return time.Duration(p.took.Load()), nil
+	case <-time.After(limit):
+		return 0, fmt.Errorf("%s: %d of %d nodes held it after %s", what, holders-int(p.left.Load()), holders, limit)
+	}
+}
+
+// percentile is the nearest-rank percentile q (0 < q ≤ 1) of sorted ds.
+func percentile(ds []time.Duration, q float64) time.Duration {
+	i := int(float64(len(ds))*q+0.999999) - 1
+	return ds[max(0, min(i, len(ds)-1))]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// cpuTime is the CPU time this process used so far, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// convergenceWrites is how many timed writes each side makes per cluster
+// size, after convergenceWarmup untimed ones (they let the join traffic
+// drain from memberlist's own queues).
+const (
+	convergenceWrites = 30
+	convergenceWarmup = 5
+)
+
+// BenchmarkConvergence times a 200-byte write on one node until every node
+// of a cluster of N holds it (each store's OnChange hook counts it), for
+// Node's replication and, in the same run, for the rawNode baseline: a bare
+// memberlist delegate that broadcasts a message of the same length and
+// queues it again on first receipt. Both clusters run at once and the
+// writes alternate between them (which one goes first alternates too), so
+// both see the same load of the shared machine. The writer rotates over
+// the nodes. Reported: p50 and p99 of each, and ours/raw.
+func BenchmarkConvergence(b *testing.B) {
+	for _, size := range []int{3, 10, 50, 100} {
+		b.Run(fmt.Sprintf("N=%d", size), func(b *testing.B) {
+			for range b.N {
+				benchConvergence(b, size)
+			}
+		})
+	}
+}
+
+func benchConvergence(b *testing.B, size int) {
+	var ps probes
+	nodes, _ := lanCluster(b, size, func(_ int, e vfs.Entry, _ bool) { ps.arrive(e.Path) })
+	raws, _ := rawCluster(b, size, func(_ int, id uint64) { ps.arrive(id) })
+
+	const limit = 30 * time.Second
+	var ours, raw []time.Duration
+	writeOurs := func(i int, w *Node, path string, v []byte) {
+		p := newProbe(size)
+		ps.m.Store(path, p)
+		p.start = time.Now()
+		if _, err := w.Store().Put(path, v); err != nil {
+			b.Fatal(err)
+		}
+		took, err := p.wait(limit, size, "ours "+path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if i >= convergenceWarmup {
+			ours = append(ours, took)
+		}
+	}
+	writeRaw := func(i int, r *rawNode, msgLen int) {
+		id := uint64(i + 1)
+		msg := make([]byte, msgLen)
+		rand.Read(msg)
+		binary.BigEndian.PutUint64(msg, id)
+		p := newProbe(size)
+		ps.m.Store(id, p)
+		p.start = time.Now()
+		r.broadcast(msg)
+		took, err := p.wait(limit, size, fmt.Sprintf("raw message %d", id))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if i >= convergenceWarmup {
+			raw = append(raw, took)
+		}
+	}
+
+	cpu0, wall0 := cpuTime(), time.Now()
+	b.ResetTimer()
+	for i := range convergenceWarmup + convergenceWrites {
+		w := nodes[i%size]
+		path := fmt.Sprintf("/run/%s/conv/w%d", w.Name(), i)
+		v := benchValue(b, 200)
+		n := deltaLen(b, w.Name(), path, v)
+		if i%2 == 0 {
+			randomGap()
+			writeOurs(i, w, path, v)
+			randomGap()
+			writeRaw(i, raws[i%size], n)
+		} else {
+			randomGap()
+			writeRaw(i, raws[i%size], n)
+			randomGap()
+			writeOurs(i, w, path, v)
+		}
+	}
+	b.StopTimer()
+	cpu := float64(cpuTime()-cpu0) / float64(time.Since(wall0))
+
+	slices.Sort(ours)
+	slices.Sort(raw)
+	if testing.Verbose() {
+		b.Logf("ours, sorted: %v\nraw, sorted: %v", ours, raw)
+	}
+	o50, o99 := percentile(ours, 0.50), percentile(ours, 0.99)
+	r50, r99 := percentile(raw, 0.50), percentile(raw, 0.99)
+	b.ReportMetric(ms(o50), "ours-p50-ms")
+	b.ReportMetric(ms(o99), "ours-p99-ms")
+	b.ReportMetric(ms(r50), "raw-p50-ms")
+	b.ReportMetric(ms(r99), "raw-p99-ms")
+	b.ReportMetric(float64(o50)/float64(r50), "p50-ratio")
+	b.ReportMetric(float64(o99)/float64(r99), "p99-ratio")
+	b.ReportMetric(cpu, "cpu-cores")
+}
+
+// deltaLen is the length of the gossip message that carries a write of v
+// at path by writer, for the baseline's message of the same write. The
+// version's logical part is small, which CBOR encodes in one byte whatever
+// it is.
+func deltaLen(tb testing.TB, writer, path string, v []byte) int {
+	tb.Helper()
+	e := vfs.Entry{Path: path, Value: v, Version: vfs.Version{Wall: time.Now().UnixNano(), Node: writer}}
+	msg, err := encodeMsg(msgDelta, e)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return len(msg)
+}
+
+// bandwidth is what the nodes of a cluster sent between two readings.
+type bandwidth struct {
+	udp, tcp, packets int64
+	at                time.Time
+}
+
+func readBandwidth(trs []*countingTransport) bandwidth {
+	bw := bandwidth{at: time.Now()}
+	for _, t := range trs {
+		u, c, p := t.sent()
+		bw.udp += u
+		bw.tcp += c
+		bw.packets += p
+	}
+	return bw
+}
+
+// report writes per-node rates since from under prefix.
+func (bw bandwidth) report(b *testing.B, from bandwidth, nodes int, prefix string) {
+	secs := bw.at.Sub(from.at).Seconds() * float64(nodes)
+	b.ReportMetric(float64(bw.udp-from.udp)/secs, prefix+"-udp-B/s/node")
+	b.ReportMetric(float64(bw.tcp-from.tcp)/secs, prefix+"-tcp-B/s/node")
+	b.ReportMetric(float64(bw.packets-from.packets)/secs, prefix+"-pkts/s/node")
+}
+
+// Bandwidth benchmark shape: cluster size, measuring windows, load.
+const (
+	bandwidthNodes   = 50
+	bandwidthWindow  = 30 * time.Second
+	bandwidthRate    = 100 // writes per second, cluster-wide
+	bandwidthKeys    = 10  // keys per node, overwritten in turn
+	bandwidthDrainBy = 3 * time.Minute
+)
+
+// BenchmarkGossipBandwidth measures what one node of a 50-node cluster
+// sends per second, by UDP (gossip, probes; payload bytes) and TCP
+// (push/pull with its digest, reliable batches): idle, then while the
+// cluster takes 100 writes/s of 200-byte values (each node overwriting its
+// own 10 keys in turn, like status updates). After the load it also
+// reports how long it took until every node held the last version of every
+// key (drain-s), which shows whether gossip kept up. Push/pull runs every
+// 60 s per node at this size, so a 30 s window sees about half the nodes
+// start one.
+func BenchmarkGossipBandwidth(b *testing.B) {
+	for range b.N {
+		benchGossipBandwidth(b)
+	}
+}
+
+func benchGossipBandwidth(b *testing.B) {
+	size := bandwidthNodes
+	nodes, trs := lanCluster(b, size, nil)
+
+	// The join leaves memberlist's queues full of alive messages; idle
+	// means they have drained, when only probes (a ping and an ack per
+	// node and second) are left.
+	prev := readBandwidth(trs)
+	waitFor(b, 2*time.Minute, "the join traffic drains", func() bool {
+		cur := readBandwidth(trs)
+		secs := cur.at.Sub(prev.at).Seconds()
+		if secs < 1 {
+			return false
+		}
+		rate := float64(cur.packets-prev.packets) / secs / float64(size)
+		prev = cur
+		return rate < 3
+	})
+
+	b.ResetTimer()
+	idle0 := readBandwidth(trs)
+	time.Sleep(bandwidthWindow) // the measuring window
+	idle1 := readBandwidth(trs)
+	idle1.report(b, idle0, size, "idle")
+
+	value := benchValue(b, 200)
+	last := map[string]vfs.Entry{}
+	tick := time.NewTicker(time.Second / bandwidthRate)
+	load0 := readBandwidth(trs)
+	cpu0 := cpuTime()
+	writes := 0
+	for end := time.Now().Add(bandwidthWindow); time.Now().Before(end); writes++ {
+		<-tick.C
+		n := nodes[writes%size]
+		path := fmt.Sprintf("/sum/%s/k%d", n.Name(), (writes/size)%bandwidthKeys)
+		e, err := n.Store().Put(path, value)
+		if err != nil {
+			b.Fatal(err)
+		}
+		last[path] = e
+	}
+	tick.Stop()
+	load1 := readBandwidth(trs)
+	cpu := float64(cpuTime()-cpu0) / float64(load1.at.Sub(load0.at))
+	load1.report(b, load0, size, "load")
+	b.ReportMetric(float64(writes)/load1.at.Sub(load0.at).Seconds(), "writes/s")
+	b.ReportMetric(cpu, "load-cpu-cores")
+
+	held := func() int {
+		c := 0
+		for _, n := range nodes {
+			for path, want := range last {
+				if got, ok := n.Store().Get(path); ok && got.Version == want.Version {
+					c++
+				}
+			}
+		}
+		return c
+	}
+	want := len(nodes) * len(last)
+	b.ReportMetric(float64(held())/float64(want), "held-at-end")
+	waitFor(b, bandwidthDrainBy, "every node holds the last version of every key", func() bool { return held() == want })
+	b.ReportMetric(time.Since(load1.at).Seconds(), "drain-s")
+	b.StopTimer()
+}
+
+// Environment of the child process of BenchmarkNodeMemory100k.
+const (
+	memChildEnv = "CTXOS_BENCH_MEM_CHILD" // "local" or "replicated"
+	memPeerEnv  = "CTXOS_BENCH_MEM_PEER"  // gossip address of the node holding the entries
+	memEntries  = 100_000
+	memValue    = 200
+)
+
+// BenchmarkNodeMemory100k measures the resident memory of one agent-like
+// Node (bbolt-backed store, LAN profile) holding 100 000 entries of 200
+// bytes. It runs in a fresh process (this test binary, re-executed) so
+// that nothing else the benchmarks allocated counts. Two ways to get the
+// entries: "local", the node writes them itself with no peer (every write
+// is also queued for gossip); "replicated", a peer in this process holds
+// them and the measured node joins it and receives them by anti-entropy.
+// rss-MB is VmRSS after a GC, as a running agent shows it; freed-rss-MB
+// after debug.FreeOSMemory, what the runtime returns over time.
+func BenchmarkNodeMemory100k(b *testing.B) {
+	if mode := os.Getenv(memChildEnv); mode != "" {
+		memChild(b, mode, os.Getenv(memPeerEnv))
+		return
+	}
+	for _, mode := range []string{"local", "replicated"} {
+		b.Run(mode, func(b *testing.B) {
+			for range b.N {
+				peer := ""
+				if mode == "replicated" {
+					peer = memPeer(b)
+				}
+				memParent(b, mode, peer)
+			}
+		})
+	}
+}
+
+// memPeer starts a node in this process holding the entries and returns
+// its gossip address.
+func memPeer(b *testing.B) string {
+	b.Helper()
+	tr, addr := newCountingTransport(b)
+	cfg := DefaultConfig()
+	cfg.Name = "src"
+	cfg.BindAddr = addr
+	cfg.Transport = tr
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	n, err := Start(context.Background(), cfg, vfs.Options{Logger: cfg.Logger})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { n.Close() })
+	v := benchValue(b, memValue)
+	for i := range memEntries {
+		if _, err := n.Store().Put(fmt.Sprintf("/run/src/mem/k%06d", i), v); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return n.GossipAddr()
+}
+
+// memParent runs the child process and reports what it measured.
+func memParent(b *testing.B, mode, peer string) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(b.Context(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$", "-test.bench=^BenchmarkNodeMemory100k$", "-test.benchtime=1x")
+	cmd.Env = append(os.Environ(), memChildEnv+"="+mode, memPeerEnv+"="+peer)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		b.Fatalf("memory child (%s): %v\n%s\n%s", mode, err, out, stderr.Bytes())
+	}
+	found := false
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), "ctxos-mem ")
+		if !ok {
+			continue
+		}
+		for _, kv := range strings.Fields(rest) {
+			k, v, _ := strings.Cut(kv, "=")
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatalf("memory child line %q: %v", sc.Text(), err)
+			}
+			b.ReportMetric(f, k)
+			found = true
+		}
+	}
+	if !found {
+		b.Fatalf("memory child (%s) printed no measurement:\n%s\n%s", mode, out, stderr.Bytes())
+	}
+}
+
+// memChild is the measured process: one node, filled one way or the other,
+// printing one "ctxos-mem" line of metrics.
+func memChild(b *testing.B, mode, peer string) {
+	quiet := slog.New(slog.DiscardHandler)
+	tr, addr := newCountingTransport(b)
+	cfg := DefaultConfig()
+	cfg.Name = "n1"
+	cfg.BindAddr = addr
+	cfg.Transport = tr
+	cfg.Logger = quiet
+	n, err := Start(context.Background(), cfg, vfs.Options{Dir: b.TempDir(), Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer n.Close()
+	start := time.Now()
+	switch mode {
+	case "local":
+		v := benchValue(b, memValue)
+		for i := range memEntries {
+			if _, err := n.Store().Put(fmt.Sprintf("/run/n1/mem/k%06d", i), v); err != nil {
+				b.Fatal(err)
+			}
+		}
+	case "replicated":
+		ctx, cancel := context.WithTimeout(b.Context(), time.Minute)
+		defer cancel()
+		if err := n.Join(ctx, []string{peer}); err != nil {
+			b.Fatal(err)
+		}
+		waitFor(b, 2*time.Minute, "the node holds every entry of its peer", func() bool { return n.Store().Len() >= memEntries })
+	default:
+		b.Fatalf("%s=%q: want local or replicated", memChildEnv, mode)
+	}
+	fill := time.Since(start)
+	if err := n.Store().Flush(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	if got := n.Store().Len(); got != memEntries {
+		b.Fatalf("the node holds %d entries, want %d", got, memEntries)
+	}
+	runtime.GC()
+	var msAfter runtime.MemStats
+	runtime.ReadMemStats(&msAfter)
+	rss := vmRSS(b)
+	debug.FreeOSMemory()
+	freed := vmRSS(b)
+	fmt.Printf("ctxos-mem rss-MB=%.1f freed-rss-MB=%.1f heap-MB=%.1f queued=%d fill-s=%.1f\n",
+		float64(rss)/(1<<20), float64(freed)/(1<<20), float64(msAfter.HeapInuse)/(1<<20), n.queue.NumQueued(), fill.Seconds())
+}
+
+// vmRSS reads VmRSS from /proc/self/status, in bytes.
+func vmRSS(tb testing.TB) int64 {
+	tb.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		tb.Skipf("no /proc/self/status: %v", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				tb.Fatalf("VmRSS line %q: %v", line, err)
+			}
+			return kb << 10
+		}
+	}
+	tb.Fatal("no VmRSS in /proc/self/status")
+	return 0
+}
