@@ -130,6 +130,9 @@ func (d *Driver) startTask(ctx context.Context, u *unit, c containerd.Container,
 	if err != nil {
 		return d.wrap(taskError(spec, "create task", err))
 	}
+	if d.haltAfterTask {
+		return nil
+	}
 	if err := t.Start(ctx); err != nil {
 		if _, derr := t.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill); derr != nil && !errdefs.IsNotFound(derr) {
 			d.log.Error("delete task after failed start", "id", spec.ID, "err", derr)

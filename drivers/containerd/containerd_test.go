@@ -123,6 +123,22 @@ func TestReplicasReplaceAndCrash(t *testing.T) {
 	if got := dm.containerIDs(t, ns); !reflect.DeepEqual(got, want) {
 		t.Fatalf("ctr c ls = %v, want %v", got, want)
 	}
+	c, cctx := dm.client(t, ns)
+	for i, id := range want {
+		ct, err := c.LoadContainer(cctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		labels, err := ct.Labels(cctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range map[string]string{"ctxos.ctx": "web", "ctxos.instance": id, "ctxos.spec-hash": v1[i].Hash()} {
+			if labels[k] != v {
+				t.Errorf("%s label %s = %q, want %q", id, k, labels[k], v)
+			}
+		}
+	}
 	before := map[string]int{}
 	for _, id := range want {
 		before[id] = waitState(t, d1, id, drivers.Running).Pid
@@ -670,4 +686,64 @@ func TestContainerdRestart(t *testing.T) {
 		return inst.State == drivers.Running && inst.Pid != before.Pid, fmt.Sprintf("%+v", inst)
 	})
 	converge(t, d)
+}
+
+func TestStopPolicy(t *testing.T) {
+	dm := requireContainerd(t)
+	d := newDriver(t, dm, ctrd.Config{Namespace: "ctxos-stop"})
+	for _, tc := range []struct {
+		name, script string
+		stop         drivers.StopPolicy
+		log          string // what the container wrote on the way out
+	}{
+		{"custom signal", `trap 'echo got-usr1; exit 0' USR1; echo ready; sleep 1000 & wait`, drivers.StopPolicy{Signal: "USR1", Grace: 10 * time.Second}, "got-usr1"},
+		{"ignored signal, killed after grace", `trap 'echo ignoring-term' TERM; echo ready; while :; do sleep 1 & wait; done`, drivers.StopPolicy{Grace: 200 * time.Millisecond}, "ignoring-term"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := shellSpec("ctx.stop.0", tc.script)
+			s.Stop = tc.stop
+			converge(t, d, s)
+			waitFor(t, "ready", 20*time.Second, func() (bool, string) {
+				b, _ := os.ReadFile(d.LogPath(s.ID))
+				return strings.Contains(string(b), "ready"), string(b)
+			})
+			converge(t, d)
+			b, _ := os.ReadFile(d.LogPath(s.ID))
+			if !strings.Contains(string(b), tc.log) {
+				t.Errorf("log after stop lacks %q:\n%s", tc.log, b)
+			}
+			if got := dm.containerIDs(t, "ctxos-stop"); len(got) != 0 {
+				t.Errorf("ctr c ls after delete = %v", got)
+			}
+			os.Remove(d.LogPath(s.ID))
+		})
+	}
+}
+
+// TestTaskCreatedNeverStarted: an agent that died between creating the task
+// and starting it leaves a created task; the next plan starts it.
+func TestTaskCreatedNeverStarted(t *testing.T) {
+	dm := requireContainerd(t)
+	const ns = "ctxos-halftask"
+	state := t.TempDir()
+	d1 := openDriver(t, dm, ctrd.Config{Namespace: ns, StateDir: state})
+	s := shellSpec("ctx.half.0", "trap 'exit 0' TERM; sleep 1000 & wait")
+	if err := d1.ApplyHalfwayTask(ctxT(t), drivers.Change{ID: s.ID, Action: drivers.Create, Spec: &s}); err != nil {
+		t.Fatal(err)
+	}
+	d1.Close()
+	d2 := newDriver(t, dm, ctrd.Config{Namespace: ns, StateDir: state})
+	inst, _ := find(observe(t, d2), s.ID)
+	if inst.State != drivers.Failed || !strings.Contains(inst.Message, "never started") {
+		t.Errorf("observed %+v, want failed: never started", inst)
+	}
+	if got, want := plan(t, d2, s), []string{"start " + s.ID}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("plan = %v, want %v", got, want)
+	}
+	converge(t, d2, s)
+	waitState(t, d2, s.ID, drivers.Running)
+	if got := dm.running(t, ns, s.ID); got != 1 {
+		t.Errorf("running tasks = %d, want 1", got)
+	}
+	converge(t, d2)
 }

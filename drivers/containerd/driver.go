@@ -165,6 +165,9 @@ type Driver struct {
 	// haltAfterContainer makes a create stop after the container exists
 	// and before its task: tests play an agent that died there.
 	haltAfterContainer bool
+	// haltAfterTask makes a start stop after the task exists and before it
+	// starts.
+	haltAfterTask bool
 }
 
 // unit is the driver's live view of one instance: what supervision needs

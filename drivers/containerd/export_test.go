@@ -16,6 +16,15 @@ func (d *Driver) ApplyHalfway(ctx context.Context, c drivers.Change) error {
 	return err
 }
 
+// ApplyHalfwayTask applies c up to the point where the task exists and has
+// not started.
+func (d *Driver) ApplyHalfwayTask(ctx context.Context, c drivers.Change) error {
+	d.haltAfterTask = true
+	defer func() { d.haltAfterTask = false }()
+	_, err := d.Apply(ctx, c)
+	return err
+}
+
 // ImageNames lists the images of the driver's namespace.
 func (d *Driver) ImageNames(ctx context.Context) ([]string, error) {
 	imgs, err := d.client.ImageService().List(d.nsCtx(ctx))
