@@ -162,6 +162,12 @@ func runPlan(ctx context.Context, w io.Writer, o planOptions) error {
 	}
 	defer os.RemoveAll(tmp)
 
+	if live != nil && o.from == "" {
+		if err := live.fromRepository(ctx, repo, filepath.Join(tmp, "cluster")); err != nil {
+			return &exitError{code: planExitUsage, err: fmt.Errorf("plan: --cluster %s: %w", o.cluster, err)}
+		}
+	}
+
 	var from, to planSide
 	switch {
 	case o.from != "":
@@ -479,10 +485,12 @@ func short(commit string) string {
 type liveCluster struct {
 	manifest *schema.Manifest // nil before the first sync
 	snap     *schema.Snapshot
-	members  int
-	nodes    []reconcile.Node
-	current  reconcile.Placement
-	notes    []string
+	// rebuildErr says why snap could not be rebuilt from the API.
+	rebuildErr error
+	members    int
+	nodes      []reconcile.Node
+	current    reconcile.Placement
+	notes      []string
 }
 
 // readLiveCluster reads the snapshot in force, the live members with their
@@ -664,10 +672,32 @@ func (l *liveCluster) readSnapshot(ctx context.Context, c *cluster.Client) error
 		b, ok := values[p]
 		return b, ok
 	})
+	l.manifest = &m
 	if err != nil {
-		return fmt.Errorf("the snapshot in force cannot be rebuilt (a publication may be under way; try again): %w", err)
+		// The caller may still find the commit in a local repository.
+		l.rebuildErr = fmt.Errorf("the snapshot in force (commit %s) cannot be rebuilt from the API's JSON (a publication may be under way; try again): %w", short(m.Commit), err)
+		return nil
 	}
-	l.manifest, l.snap = &m, snap
+	l.snap = snap
+	return nil
+}
+
+// fromRepository exports the commit in force from the local repository
+// when the API's JSON could not be turned back into the exact bytes in
+// force: JSON does not tell 2.0 from 2 in a MID's untyped params. The
+// export counts only when its content hash is the manifest's.
+func (l *liveCluster) fromRepository(ctx context.Context, repo *planRepo, dst string) error {
+	if l.rebuildErr == nil {
+		return nil
+	}
+	if repo == nil {
+		return l.rebuildErr
+	}
+	s, err := repo.side(ctx, "cluster", l.manifest.Commit, dst, false)
+	if err != nil || !s.Valid || s.Hash != l.manifest.Hash {
+		return l.rebuildErr
+	}
+	l.snap, l.rebuildErr = s.snap, nil
 	return nil
 }
 

@@ -272,6 +272,31 @@ func TestPlanBranches(t *testing.T) {
 	})
 }
 
+// TestPlanTagAndLinkedWorktree: an annotated tag names its commit, and a
+// linked worktree (git worktree add) has its own HEAD and working tree
+// but shares the objects of the main repository.
+func TestPlanTagAndLinkedWorktree(t *testing.T) {
+	f := newPlanFixture(t)
+	gitRun(t, f.dir, "2025-03-04T08:00:00Z", "tag", "-a", "v1", "-m", "release 1", "main")
+	wt := filepath.Join(t.TempDir(), "wt")
+	gitRun(t, f.dir, "", "worktree", "add", "-q", wt, "feature")
+
+	stdout, stderr, code := runCLI(t, "plan", filepath.Join(wt, "deploy"))
+	if code != 0 || !strings.HasPrefix(stdout, "plan: HEAD ("+f.feature[:12]+") → working tree\nNo changes") {
+		t.Errorf("the worktree's HEAD is feature: exit %d\n%s%s", code, stdout, stderr)
+	}
+	got, stderr, code := runCLI(t, "plan", filepath.Join(wt, "deploy"), "--from", "v1")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	want, _, _ := runCLI(t, "plan", f.deploy, "--from", "main", "--to", "feature")
+	_, gotBody, _ := strings.Cut(got, "\n")
+	_, wantBody, _ := strings.Cut(want, "\n")
+	if !strings.HasPrefix(got, "plan: v1 ("+f.main[:12]+") → working tree\n") || gotBody != wantBody {
+		t.Errorf("--from v1 in the worktree:\n%s\nwant the plan of main → feature:\n%s", got, want)
+	}
+}
+
 func TestPlanWorkingTree(t *testing.T) {
 	f := newPlanFixture(t)
 
@@ -541,5 +566,88 @@ func TestPlanClusterEmpty(t *testing.T) {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("output lacks %q:\n%s", want, stdout)
 		}
+	}
+}
+
+// TestPlanLiveSnapshotRoundTrip: the snapshot in force, read back through
+// the API as JSON, encodes to the same bytes gitsync published, for every
+// kind of value the schema has (the manifest's hash checks it).
+func TestPlanLiveSnapshotRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"ctx/web.cue": `ctx: web: {
+	image: "docker.io/library/nginx:1.27"
+	args: ["-g", "daemon off;"]
+	env: {"A-B": "1", C: ""}
+	autoscale: {min: 1, max: 3, targetCPU: 50}
+	resources: {cpu: 1500, memory: "1G", gpu: 0}
+	ports: {http: 80, admin: 9000}
+	placement: {strategy: "spread", nodes: "example.com/zone": "a", devices: ["gpu"]}
+	health: http: {port: 80, path: "/healthz"}
+	mounts: [{source: "/srv", target: "/srv", readonly: true}, {type: "tmpfs", target: "/tmp"}]
+	stop: {signal: "SIGINT", grace: "30s"}
+	requires: ["cache"]
+}
+`,
+		"mid/cache.cue": `mid: cache: {
+	driver: "redis"
+	nodes: selector: role: "db"
+	params: {port: 6379, ratio: 0.25, big: 12345678901, neg: -3, tags: ["a", "b"], nested: {x: 1, y: [true, null]}, s: "x"}
+}
+`,
+		"ztb/policy.cue": `ztb: {default: "deny", allow: [{from: "web", to: "cache", port: 6379}, {from: "cache", to: "web", port: "http"}]}
+`,
+		"sys/sys.cue": `sys: {sync: interval: "15s", gossip: profile: "wan"}
+`,
+	})
+	snap, diags, err := schema.Load(context.Background(), dir)
+	if err != nil || len(diags) > 0 {
+		t.Fatalf("load: %v %v", err, diags)
+	}
+	api := startPlanCluster(t, snap, gitsync.Revision{Commit: strings.Repeat("ab", 20)}, props.Capacity{CPUMilli: 1000, MemoryBytes: 1 << 30}, nil)
+	live, err := readLiveCluster(context.Background(), cluster.NewClient(api))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if live.snap == nil || live.snap.Hash != snap.Hash {
+		t.Fatalf("live snapshot %v, want hash %s", live.snap, snap.Hash)
+	}
+	if got := live.side().label; got != "cluster (abababababab, generation 1)" {
+		t.Errorf("label = %q", got)
+	}
+}
+
+// TestPlanLiveSnapshotFromRepository: JSON cannot tell the float 2.0 of a
+// MID's params from the integer 2, so the API's view of such a snapshot
+// does not hash to the manifest. Inside a repository that has the commit
+// in force, plan exports it from there instead; elsewhere it says why it
+// cannot go on.
+func TestPlanLiveSnapshotFromRepository(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("no git command")
+	}
+	dir := t.TempDir()
+	gitRun(t, dir, "", "init", "-q", "-b", "main")
+	files := map[string]string{
+		"ctx/web.cue":   `ctx: web: command: "web"` + "\n",
+		"mid/cache.cue": `mid: cache: {driver: "redis", nodes: all: true, params: maxmemoryRatio: 2.0}` + "\n",
+	}
+	hash := gitCommit(t, dir, "2025-03-01T10:00:00Z", "float params", files)
+	snap, diags, err := schema.Load(context.Background(), dir)
+	if err != nil || len(diags) > 0 {
+		t.Fatalf("load: %v %v", err, diags)
+	}
+	api := startPlanCluster(t, snap, gitsync.Revision{Commit: hash}, props.Capacity{CPUMilli: 1000, MemoryBytes: 1 << 30}, nil)
+
+	stdout, stderr, code := runCLI(t, "plan", dir, "--cluster", api)
+	if code != 0 || !strings.Contains(stdout, "No changes") {
+		t.Errorf("in the repository: exit %d\n%s%s", code, stdout, stderr)
+	}
+
+	outside := t.TempDir()
+	writeFiles(t, outside, files)
+	_, stderr, code = runCLI(t, "plan", outside, "--cluster", api)
+	if code != planExitUsage || !strings.Contains(stderr, "the snapshot in force (commit "+hash[:12]+") cannot be rebuilt from the API's JSON") {
+		t.Errorf("outside the repository: exit %d, stderr %q", code, stderr)
 	}
 }
