@@ -28,6 +28,7 @@ const (
 	DefaultRetryMax      = time.Minute
 	DefaultHistoryWindow = 100
 	DefaultMemberPoll    = time.Second
+	DefaultJoinGrace     = 30 * time.Second
 )
 
 // Config configures a [Reconciler].
@@ -53,6 +54,10 @@ type Config struct {
 	// HistoryWindow is how many recent transitions /run/<node>/history
 	// holds (default 100).
 	HistoryWindow int
+	// JoinGrace is how long after a member joins its /run/<node>/instances
+	// from before the join is ignored, waiting for a fresh one (default
+	// 30s). Past it, a member whose clock lags is believed anyway.
+	JoinGrace time.Duration
 	// MemberPoll is how often membership is compared for changes
 	// (default 1s); cluster.Node has no change callback.
 	MemberPoll time.Duration
@@ -87,23 +92,24 @@ type Reconciler struct {
 	reason    atomic.Pointer[string]
 	newestGen atomic.Uint64 // generation of the newest manifest seen by the watch
 	running   atomic.Bool
+	started   time.Time // when Run began
 
 	mu       sync.Mutex // guards progress
 	progress Progress
 
 	// State of the pass goroutine only.
 	run        Run
-	attempts   map[string]int       // step id → last attempt in the run
-	retries    map[string]*retry    // resource → backoff after a failed step
-	waiting    map[string]Step      // step id → open waiting step
-	published  map[string][]byte    // path → last value this loop wrote
-	itgKeys    map[string]bool      // /itg/<node>/ keys this loop wrote
-	lastPub    Progress             // last progress written
-	records    atomic.Uint64        // transitions recorded since start
-	histPub    uint64               // records count at the last history publish
-	passes     uint64               // passes run
-	cleanedItg bool                 // stale /itg entries of an earlier agent removed
-	wakeAt     time.Time            // earliest retry due
+	attempts   map[string]int    // step id → last attempt in the run
+	retries    map[string]*retry // resource → backoff after a failed step
+	waiting    map[string]Step   // step id → open waiting step
+	published  map[string][]byte // path → last value this loop wrote
+	itgKeys    map[string]bool   // /itg/<node>/ keys this loop wrote
+	lastPub    Progress          // last progress written
+	records    atomic.Uint64     // transitions recorded since start
+	histPub    uint64            // records count at the last history publish
+	passes     uint64            // passes run
+	cleanedItg bool              // stale /itg entries of an earlier agent removed
+	wakeAt     time.Time         // earliest retry due
 	lastMid    atomic.Pointer[time.Time]
 }
 
@@ -144,6 +150,9 @@ func New(cfg Config) (*Reconciler, error) {
 	}
 	if cfg.HistoryWindow <= 0 {
 		cfg.HistoryWindow = DefaultHistoryWindow
+	}
+	if cfg.JoinGrace <= 0 {
+		cfg.JoinGrace = DefaultJoinGrace
 	}
 	if cfg.MemberPoll <= 0 {
 		cfg.MemberPoll = DefaultMemberPoll
@@ -194,6 +203,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		return ErrAlreadyRunning
 	}
 	defer r.running.Store(false)
+	r.started = r.now()
 	if err := r.recover(ctx); err != nil {
 		return err
 	}
@@ -313,15 +323,24 @@ func (r *Reconciler) pollMembers(ctx context.Context) {
 // always one.
 func (r *Reconciler) liveMembers() []string {
 	names := []string{r.cfg.Node}
-	if r.cfg.Members != nil {
-		for _, m := range r.cfg.Members() {
-			if m.State == cluster.StateAlive {
-				names = append(names, m.Name)
-			}
-		}
+	for name := range r.liveSince() {
+		names = append(names, name)
 	}
 	sort.Strings(names)
 	return slices.Compact(names)
+}
+
+// liveSince maps the alive members to when this node saw them join.
+func (r *Reconciler) liveSince() map[string]time.Time {
+	out := map[string]time.Time{}
+	if r.cfg.Members != nil {
+		for _, m := range r.cfg.Members() {
+			if m.State == cluster.StateAlive {
+				out[m.Name] = m.Since
+			}
+		}
+	}
+	return out
 }
 
 // recordStep writes a transition to the journal and counts it.
@@ -410,6 +429,12 @@ type passState struct {
 	state    string
 	message  string
 	skipped  int // changes held back by backoff or a wait
+	// unseen are the /hw and /run/<node>/instances entries of live members
+	// this node has not received yet. Until it has (or JoinGrace has
+	// passed since the member joined), it creates nothing: placement on a
+	// partial view would start instances that run elsewhere already, or
+	// pile them on the nodes it happens to know.
+	unseen   []string
 	progress bool
 }
 
@@ -456,6 +481,7 @@ func (r *Reconciler) pass(ctx context.Context) {
 	}
 
 	// 2. Eligible nodes and where instances run now.
+	since := r.liveSince()
 	live := r.liveMembers()
 	ps.nodes = r.eligibleNodes(live)
 	if !slices.ContainsFunc(ps.nodes, func(n Node) bool { return n.Name == r.cfg.Node }) {
@@ -472,7 +498,21 @@ func (r *Reconciler) pass(ctx context.Context) {
 		ps.observed[name] = insts
 		observeOK[name] = true
 	}
-	others := r.readInstances(live)
+	others := r.readInstances(live, since)
+	now := r.now()
+	for _, name := range live {
+		if name == r.cfg.Node || now.Sub(laterOf(since[name], r.started)) >= r.cfg.JoinGrace {
+			continue
+		}
+		_, hasRun := others[name]
+		hasHW := slices.ContainsFunc(ps.nodes, func(n Node) bool { return n.Name == name })
+		switch {
+		case !hasHW:
+			ps.unseen = append(ps.unseen, "/hw/"+name)
+		case !hasRun:
+			ps.unseen = append(ps.unseen, "/run/"+name+"/"+runInstances)
+		}
+	}
 	current, running := r.currentPlacement(others, ps.observed)
 
 	// 3. Placement and this node's share.
@@ -543,15 +583,26 @@ func (r *Reconciler) eligibleNodes(live []string) []Node {
 	return out
 }
 
-// readInstances reads /run/<node>/instances of the other live nodes.
-func (r *Reconciler) readInstances(live []string) map[string]map[string]InstanceStatus {
+// readInstances reads /run/<node>/instances of the other live nodes. When
+// a node (re)joins after this loop started, an entry it wrote before the
+// join, less than JoinGrace ago, is what a previous life of that node
+// left: its processes may be gone, and believing it would move instances
+// back to a node that does not run them. Such a node counts as not seen
+// until it publishes afresh. (Members already there when this loop
+// started are believed: to a node that just came back, everyone else
+// "joined" at its own join, and their entries are current.)
+func (r *Reconciler) readInstances(live []string, since map[string]time.Time) map[string]map[string]InstanceStatus {
 	out := map[string]map[string]InstanceStatus{}
+	now := r.now()
 	for _, name := range live {
 		if name == r.cfg.Node {
 			continue
 		}
 		e, ok := r.cfg.Store.Get("/run/" + name + "/" + runInstances)
 		if !ok {
+			continue
+		}
+		if joined := since[name]; joined.After(r.started) && e.Version.Wall < joined.UnixNano() && now.Sub(joined) < r.cfg.JoinGrace {
 			continue
 		}
 		var m map[string]InstanceStatus
@@ -562,6 +613,13 @@ func (r *Reconciler) readInstances(live []string) map[string]map[string]Instance
 		out[name] = m
 	}
 	return out
+}
+
+func laterOf(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // runningSet holds, per kind and name, whether an instance runs anywhere.
@@ -742,6 +800,10 @@ func (r *Reconciler) planJobs(ctx context.Context, ps *passState, observeOK map[
 				if r.wakeAt.IsZero() || rt.next.Before(r.wakeAt) {
 					r.wakeAt = rt.next
 				}
+				continue
+			}
+			if c.Action == drivers.Create && len(ps.unseen) > 0 {
+				ps.skipped++
 				continue
 			}
 			if c.Action != drivers.Delete && len(u.Requires) > 0 {
@@ -1002,6 +1064,8 @@ func (r *Reconciler) finishPass(ctx context.Context, ps *passState) {
 		switch {
 		case converged:
 			p.State, p.Message = ProgressConverged, fmt.Sprintf("%d instances run", p.Running)
+		case len(ps.unseen) > 0:
+			p.State, p.Message = ProgressApplying, "waiting for "+strings.Join(ps.unseen, ", ")+" before creating instances"
 		case len(r.waiting) > 0:
 			p.State, p.Message = ProgressApplying, fmt.Sprintf("%d steps waiting", len(r.waiting))
 		default:

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -402,5 +400,140 @@ func readValue(tb testing.TB, s *vfs.Store, path string, v any) {
 	}
 }
 
-var _ = errors.Is
-var _ sync.Mutex
+func TestLoopRequiresWaits(t *testing.T) {
+	marker := newMarker(t)
+	t.Cleanup(func() { killMarked(marker) })
+	store := newStore(t, "n1")
+	putHW(t, store, "n1", nil)
+	a := startAgent(t, "n1", store, agentOpts{retryBase: 50 * time.Millisecond})
+
+	// A cannot start, so B (which requires it) waits instead of starting.
+	broken := sleepCTX(marker, 1, "1000")
+	broken.Command = "ctxos-test-no-such-command"
+	b := sleepCTX(marker, 1, "1001")
+	b.Requires = []string{"a"}
+	publish(t, store, buildSnapshot(t, map[string]schema.Ctx{"a": broken, "b": b}, nil), 1)
+	waitUntil(t, "b waiting for a", func() (bool, string) {
+		var v StepsView
+		if e, ok := store.Get("/run/n1/steps"); !ok || vfs.Decode(e.Value, &v) != nil {
+			return false, "no steps"
+		}
+		for _, s := range v.Open {
+			if s.Resource == "ctx/b.0" && s.State == StepWaiting && s.Error == "waiting for a to run" {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%+v", v)
+	})
+	if n := countMarked(marker); n != 0 {
+		t.Fatalf("%d processes run while a cannot start, want 0", n)
+	}
+	if p := a.rec.Progress(); p.Converged || p.Steps.Waiting != 1 {
+		t.Errorf("progress = %s, want not converged with 1 waiting step", progressOf(a))
+	}
+
+	// Once a can run, b follows it.
+	publish(t, store, buildSnapshot(t, map[string]schema.Ctx{"a": sleepCTX(marker, 1, "1000"), "b": b}, nil), 2)
+	converged(t, a, marker, 2, 2)
+	hist, err := a.journal.History(HistoryFilter{Run: a.rec.Progress().Run})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aDone, bRunning := -1, -1
+	for i, s := range hist {
+		if s.Resource == "ctx/a.0" && s.State == StepDone && aDone < 0 {
+			aDone = i
+		}
+		if s.Resource == "ctx/b.0" && s.State == StepRunning && bRunning < 0 {
+			bRunning = i
+		}
+	}
+	if aDone < 0 || bRunning < aDone {
+		t.Errorf("b started at transition %d, a done at %d; want b after a: %+v", bRunning, aDone, hist)
+	}
+	// The waiting step of generation 1 ended when generation 2 superseded it.
+	old, err := a.journal.History(HistoryFilter{Resource: "ctx/b.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := old[len(old)-1]; last.State != StepDone {
+		t.Errorf("last transition of ctx/b.0 = %+v, want done", last)
+	}
+	if u := a.journal.Unfinished(); len(u) > 0 {
+		t.Errorf("unfinished steps: %+v", u)
+	}
+}
+
+func TestLoopFailuresReported(t *testing.T) {
+	marker := newMarker(t)
+	t.Cleanup(func() { killMarked(marker) })
+	store := newStore(t, "n1")
+	putHW(t, store, "n1", nil)
+	const base = 100 * time.Millisecond
+	a := startAgent(t, "n1", store, agentOpts{retryBase: base})
+
+	bad := sleepCTX(marker, 1, "1000")
+	bad.Command = "ctxos-test-no-such-command"
+	crash := sleepCTX(marker, 1, "1000")
+	crash.Command, crash.Args = "sh", []string{"-c", "exit 1"}
+	publish(t, store, buildSnapshot(t, map[string]schema.Ctx{"bad": bad, "crash": crash}, nil), 1)
+
+	tests := []struct {
+		path string
+		want string
+	}{
+		{"/itg/n1/ctx.bad", "command not found"},
+		{"/itg/n1/ctx.crash", "exited at once with code 1"},
+	}
+	for _, tt := range tests {
+		waitUntil(t, tt.path+" says "+tt.want, func() (bool, string) {
+			e, ok := store.Get(tt.path)
+			if !ok {
+				return false, "no entry"
+			}
+			var p Problem
+			if err := vfs.Decode(e.Value, &p); err != nil {
+				return false, err.Error()
+			}
+			return strings.Contains(p.Reason, tt.want), fmt.Sprintf("%+v", p)
+		})
+	}
+
+	// The failed step is retried, each time after a longer wait.
+	var fails []Step
+	waitUntil(t, "four failed attempts of ctx/bad.0", func() (bool, string) {
+		h, err := a.journal.History(HistoryFilter{Resource: "ctx/bad.0"})
+		if err != nil {
+			return false, err.Error()
+		}
+		fails = fails[:0]
+		for _, s := range h {
+			if s.State == StepFailed {
+				fails = append(fails, s)
+			}
+		}
+		return len(fails) >= 4, fmt.Sprintf("%d failed", len(fails))
+	})
+	for i, s := range fails[:4] {
+		if s.Attempt != i+1 {
+			t.Errorf("failure %d has attempt %d, want %d", i, s.Attempt, i+1)
+		}
+		if !strings.Contains(s.Error, "command not found") {
+			t.Errorf("failure %d error = %q, want command not found", i, s.Error)
+		}
+		if i == 0 {
+			continue
+		}
+		if gap, min := s.Started.Sub(fails[i-1].Ended), base<<(i-1); gap < min {
+			t.Errorf("attempt %d started %s after the failure before it, want at least %s", i+1, gap, min)
+		}
+	}
+
+	// Fixed in Git: the problems go away.
+	publish(t, store, buildSnapshot(t, map[string]schema.Ctx{"bad": sleepCTX(marker, 1, "1000")}, nil), 2)
+	converged(t, a, marker, 2, 1)
+	waitUntil(t, "problems cleared", func() (bool, string) {
+		l := store.List("/itg/n1")
+		return len(l) == 0, fmt.Sprintf("%d entries", len(l))
+	})
+}

@@ -1,0 +1,192 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ctxos/ctxos/cluster"
+	"github.com/ctxos/ctxos/cluster/vfs"
+	"github.com/ctxos/ctxos/schema"
+)
+
+// startMember starts cluster node name on loopback behind net, joined
+// through join (if any), with props at /hw/<name>.
+func startMember(tb testing.TB, net *cluster.Partition, name string, join string) *cluster.Node {
+	tb.Helper()
+	tr, addr, err := net.NewLoopbackTransport()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg := cluster.LocalConfig()
+	cfg.Name, cfg.BindAddr, cfg.Transport, cfg.Logger = name, addr, tr, testLogger()
+	n, err := cluster.Start(context.Background(), cfg, vfs.Options{Logger: testLogger()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { n.Close() })
+	if join != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := n.Join(ctx, []string{join}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	putHW(tb, n.Store(), name, nil)
+	return n
+}
+
+func liveCount(n *cluster.Node) int {
+	c := 0
+	for _, m := range n.Members() {
+		if m.State == cluster.StateAlive {
+			c++
+		}
+	}
+	return c
+}
+
+// perNode counts the instances each agent's driver runs, by node.
+func perNode(tb testing.TB, agents ...*agent) map[string]int {
+	tb.Helper()
+	out := map[string]int{}
+	for _, a := range agents {
+		insts, err := a.drv.Observe(context.Background())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for _, in := range insts {
+			if in.Live() {
+				out[a.name]++
+			}
+		}
+	}
+	return out
+}
+
+func TestLoopThreeNodesSpreadFailoverNoFlap(t *testing.T) {
+	if raceEnabled {
+		// cluster.Node.Members reads memberlist's *Node fields (Meta,
+		// Addr, State) while memberlist's packet handler updates them: a
+		// race inside package cluster, not in the loop, reported to its
+		// owner. The loop's own concurrency is covered by the one-node
+		// tests under -race.
+		t.Skip("cluster.Node.Members races with memberlist's alive handler (package cluster)")
+	}
+	marker := newMarker(t)
+	t.Cleanup(func() { killMarked(marker) })
+	net := cluster.NewPartition()
+	n0 := startMember(t, net, "n0", "")
+	n1 := startMember(t, net, "n1", n0.GossipAddr())
+	n2 := startMember(t, net, "n2", n0.GossipAddr())
+	nodes := []*cluster.Node{n0, n1, n2}
+	waitUntil(t, "three live members everywhere", func() (bool, string) {
+		for _, n := range nodes {
+			if liveCount(n) != 3 {
+				return false, fmt.Sprintf("%s sees %d", n.Name(), liveCount(n))
+			}
+		}
+		return true, ""
+	})
+	agents := make([]*agent, 3)
+	for i, n := range nodes {
+		agents[i] = startAgent(t, n.Name(), n.Store(), agentOpts{members: n.Members})
+	}
+
+	web := sleepCTX(marker, 6, "1000")
+	web.Placement.Strategy = schema.StrategySpread
+	publish(t, n0.Store(), buildSnapshot(t, map[string]schema.Ctx{"web": web}, nil), 1)
+	waitUntil(t, "6 instances spread 2/2/2", func() (bool, string) {
+		got := perNode(t, agents...)
+		all := true
+		for _, a := range agents {
+			all = all && a.rec.Progress().Converged
+		}
+		return all && maps.Equal(got, map[string]int{"n0": 2, "n1": 2, "n2": 2}) && oncePerInstance(marker, 6),
+			fmt.Sprintf("%v, %d processes", got, countMarked(marker))
+	})
+
+	// n2 goes away and its processes die with it.
+	gone := publishedIDs(agents[2])
+	agents[2].stop(t)
+	for id, pids := range markedProcesses(marker) {
+		if slices.Contains(gone, id) {
+			for _, pid := range pids {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+	if err := n2.Leave(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	n2.Close()
+	waitUntil(t, "n2's instances run on n0 and n1", func() (bool, string) {
+		got := perNode(t, agents[0], agents[1])
+		conv := agents[0].rec.Progress().Converged && agents[1].rec.Progress().Converged
+		return conv && got["n0"]+got["n1"] == 6 && oncePerInstance(marker, 6), fmt.Sprintf("%v, %d processes, %s / %s", got, countMarked(marker), progressOf(agents[0]), progressOf(agents[1]))
+	})
+	before := markedProcesses(marker)
+
+	// n2 comes back (its replica lost, its driver state dir kept).
+	n2b := startMember(t, net, "n2", n0.GossipAddr())
+	back := startAgent(t, "n2", n2b.Store(), agentOpts{members: n2b.Members, stateDir: agents[2].stateDir})
+	waitUntil(t, "n2 back and converged with nothing to run", func() (bool, string) {
+		p := back.rec.Progress()
+		return p.Converged && p.Generation == 1 && liveCount(n0) == 3, progressOf(back)
+	})
+	// A few more passes everywhere: nothing moves back.
+	for round := 0; round < 3; round++ {
+		for _, a := range []*agent{agents[0], agents[1], back} {
+			passes := a.rec.Progress().Passes
+			a.rec.Trigger("test")
+			waitUntil(t, a.name+" passes again", func() (bool, string) {
+				p := a.rec.Progress()
+				return p.Passes > passes && p.Converged, progressOf(a)
+			})
+		}
+	}
+	if after := markedProcesses(marker); !mapsEqualPids(after, before) {
+		t.Errorf("instances moved or restarted after n2 came back:\nbefore %v\nafter  %v", before, after)
+	}
+	if got := perNode(t, back); got["n2"] != 0 {
+		t.Errorf("n2 runs %d instances after coming back, want 0", got["n2"])
+	}
+	var insts map[string]InstanceStatus
+	for _, a := range agents[:2] {
+		readValue(t, a.store, "/run/"+a.name+"/instances", &insts)
+		for id, in := range insts {
+			if in.Restarts != 0 {
+				t.Errorf("%s: %s restarted %d times", a.name, id, in.Restarts)
+			}
+		}
+	}
+}
+
+// publishedIDs lists the instance ids a last published in
+// /run/<node>/instances.
+func publishedIDs(a *agent) []string {
+	e, ok := a.store.Get("/run/" + a.name + "/instances")
+	if !ok {
+		return nil
+	}
+	var m map[string]InstanceStatus
+	if vfs.Decode(e.Value, &m) != nil {
+		return nil
+	}
+	return sortedNames(m)
+}
+
+// oncePerInstance reports whether n instances run, each exactly once.
+func oncePerInstance(marker string, n int) bool {
+	m := markedProcesses(marker)
+	for _, pids := range m {
+		if len(pids) != 1 {
+			return false
+		}
+	}
+	return len(m) == n
+}
