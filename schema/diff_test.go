@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -496,6 +497,35 @@ func TestFormatBytes(t *testing.T) {
 	for _, tc := range cases {
 		if got := FormatBytes(tc.n); got != tc.want {
 			t.Errorf("FormatBytes(%d) = %s, want %s", tc.n, got, tc.want)
+		}
+	}
+}
+
+// BenchmarkDiffSnapshots diffs two snapshots of 1000 CTXs of which 100
+// changed (replicas and an env key), the size of a large repository.
+func BenchmarkDiffSnapshots(b *testing.B) {
+	build := func(changed bool) *Snapshot {
+		cfg := &Config{Ctx: map[string]Ctx{}}
+		for i := range 1000 {
+			c := Ctx{Command: "app", Replicas: 2, Args: []string{"--id", strconv.Itoa(i)}, Env: map[string]string{"A": "1"},
+				Resources: Resources{CPU: 100, Memory: "128Mi"}, Ports: map[string]int{"http": 8080}}
+			if changed && i%10 == 0 {
+				c.Replicas, c.Env = 3, map[string]string{"A": "2", "B": "x"}
+			}
+			cfg.Ctx["app"+strconv.Itoa(i)] = c
+		}
+		snap, err := snapshotOf(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return snap
+	}
+	before, after := build(false), build(true)
+	b.ReportAllocs()
+	for b.Loop() {
+		diffs, err := DiffSnapshots(before, after)
+		if err != nil || len(diffs) != 100 {
+			b.Fatalf("%d diffs, %v", len(diffs), err)
 		}
 	}
 }
