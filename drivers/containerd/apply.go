@@ -180,7 +180,13 @@ func (d *Driver) instance(cur *current) drivers.Instance {
 			inst.Message = cur.c.Labels[labelExit]
 		}
 		if inst.Message == "" {
+			// The exit handler has not recorded it yet, or no driver
+			// listened: the cgroup, alive until the task is deleted,
+			// still tells an OOM kill.
 			inst.Message = fmt.Sprintf("exited with code %d", p.ExitStatus)
+			if d.cgroupOOM(cur.c.ID) {
+				inst.Message = fmt.Sprintf("OOM killed (memory limit %s); %s", formatBytes(cur.spec.Resources.MemoryBytes), inst.Message)
+			}
 		}
 	default:
 		inst.State = drivers.Failed

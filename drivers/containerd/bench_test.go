@@ -145,4 +145,3 @@ func BenchmarkStart100(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/100-containers")
 	})
 }
-

@@ -630,6 +630,7 @@ func TestOOMKill(t *testing.T) {
 	if ev.State != drivers.Failed || !strings.Contains(ev.Message, want) {
 		t.Errorf("event = %+v, want failed with %q", ev, want)
 	}
+	converge(t, d)
 }
 
 // TestContainerdRestart stops containerd under a running driver: calls fail

@@ -3,6 +3,7 @@ package containerd_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -21,6 +22,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
+	"github.com/ctxos/ctxos/drivers"
 	ctrd "github.com/ctxos/ctxos/drivers/containerd"
 )
 
@@ -314,12 +316,19 @@ func (d *daemon) containerIDs(tb testing.TB, ns string) []string {
 	return ids
 }
 
-// newDriver returns a driver on d configured by cfg, closed at the end of
-// tb (a second Close is harmless).
+// newDriver returns a driver on d configured by cfg. At the end of tb it
+// deletes every container of its namespace and closes.
 func newDriver(tb testing.TB, d *daemon, cfg ctrd.Config) *ctrd.Driver {
 	tb.Helper()
 	drv := openDriver(tb, d, cfg)
-	tb.Cleanup(func() { drv.Close() })
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := drivers.Converge(ctx, drv, nil); err != nil && !errors.Is(err, drivers.ErrClosed) {
+			tb.Errorf("cleanup: delete every container: %v", err)
+		}
+		drv.Close()
+	})
 	return drv
 }
 

@@ -145,10 +145,12 @@ type Driver struct {
 	cancel   context.CancelFunc // ends the event watch
 	wg       sync.WaitGroup
 
-	initOnce sync.Once
-	initErr  error
-	client   *containerd.Client
-	bg       context.Context // namespaced context of the driver's own goroutines
+	initOnce       sync.Once
+	subscribed     chan struct{} // closed once the event watch is live
+	subscribedOnce sync.Once
+	initErr        error
+	client         *containerd.Client
+	bg             context.Context // namespaced context of the driver's own goroutines
 
 	snapOnce sync.Once
 	snap     string
@@ -233,6 +235,8 @@ func New(cfg Config) (*Driver, error) {
 		events: make(chan drivers.Event, 256),
 		done:   make(chan struct{}),
 		units:  map[string]*unit{},
+
+		subscribed: make(chan struct{}),
 	}, nil
 }
 
@@ -305,6 +309,14 @@ func (d *Driver) connect() error {
 		d.wg.Add(2)
 		go d.watchEvents()
 		go d.rotateLoop()
+		// Exits between now and a live subscription would go unheard,
+		// so the first call waits for it (unless containerd is down).
+		t := time.NewTimer(d.cfg.DialTimeout)
+		defer t.Stop()
+		select {
+		case <-d.subscribed:
+		case <-t.C:
+		}
 	})
 	return d.initErr
 }

@@ -21,22 +21,36 @@ import (
 const (
 	topicExit = "/tasks/exit"
 	topicOOM  = "/tasks/oom"
+	topicPing = "/ctxos/subscribed" // the driver's own event, see watchEvents
 )
 
 // watchEvents follows the exit and OOM events of the namespace for as long
 // as the driver lives, subscribing again after containerd went away. Events
-// sent while nobody listened are lost; Observe sees their result.
+// sent while nobody listened are lost; Observe sees their result, and a
+// sweep after each subscription restarts what the restart policy wants.
 func (d *Driver) watchEvents() {
 	defer d.wg.Done()
 	filters := []string{
 		fmt.Sprintf(`namespace==%s,topic==%q`, d.cfg.Namespace, topicExit),
 		fmt.Sprintf(`namespace==%s,topic==%q`, d.cfg.Namespace, topicOOM),
+		fmt.Sprintf(`namespace==%s,topic==%q`, d.cfg.Namespace, topicPing),
 	}
 	wait := 100 * time.Millisecond
 	for {
 		ctx, cancel := context.WithCancel(d.bg)
 		envs, errs := d.client.EventService().Subscribe(ctx, filters...)
-		healthy := d.follow(envs, errs, func() { d.sweep(ctx) })
+		// containerd does not acknowledge a subscription; an event we
+		// publish ourselves and receive proves it is live.
+		// The server registers the subscription some time after Subscribe
+		// returns, so ping until one comes back.
+		nonce := fmt.Sprintf("%p-%d", d, d.now().UnixNano())
+		pinged := make(chan struct{})
+		go d.ping(ctx, nonce, pinged)
+		healthy := d.follow(envs, errs, nonce, func() {
+			close(pinged)
+			d.subscribedOnce.Do(func() { close(d.subscribed) })
+			d.sweep(ctx)
+		})
 		cancel()
 		if healthy {
 			wait = 100 * time.Millisecond
@@ -50,21 +64,34 @@ func (d *Driver) watchEvents() {
 	}
 }
 
+// ping publishes the subscription ping every 20ms until it came back
+// (pinged is closed) or ctx ends.
+func (d *Driver) ping(ctx context.Context, nonce string, pinged <-chan struct{}) {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if err := d.client.EventService().Publish(ctx, topicPing, &apievents.TaskOOM{ContainerID: nonce}); err != nil && ctx.Err() == nil {
+			d.log.Debug("publish subscription ping", "err", err)
+		}
+		select {
+		case <-pinged:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // follow handles events until the subscription ends; it reports whether
-// any event came through, to reset the resubscribe backoff. Once the
-// subscription has proved alive it calls subscribed.
-func (d *Driver) follow(envs <-chan *events.Envelope, errs <-chan error, subscribed func()) bool {
+// any event came through, to reset the resubscribe backoff. When our own
+// ping with nonce arrives, the subscription is live and it calls live.
+func (d *Driver) follow(envs <-chan *events.Envelope, errs <-chan error, nonce string, live func()) bool {
 	got := false
-	// The subscription either fails at once or delivers from now on; a
-	// short grace tells the two apart before sweeping for missed exits.
-	alive := time.NewTimer(50 * time.Millisecond)
-	defer alive.Stop()
 	for {
 		select {
 		case <-d.done:
 			return got
-		case <-alive.C:
-			subscribed()
 		case err := <-errs:
 			if err != nil && d.bg.Err() == nil {
 				d.log.Debug("event subscription ended", "err", err)
@@ -88,6 +115,13 @@ func (d *Driver) follow(envs <-chan *events.Envelope, errs <-chan error, subscri
 				d.wg.Add(1)
 				go d.exited(ev.ContainerID, ev.Pid, ev.ExitStatus)
 			case *apievents.TaskOOM:
+				if env.Topic == topicPing {
+					if ev.ContainerID == nonce && live != nil {
+						live()
+						live = nil
+					}
+					continue
+				}
 				u := d.unitOf(ev.ContainerID)
 				u.mu.Lock()
 				u.oom = true
@@ -168,7 +202,7 @@ func (d *Driver) exited(id string, pid, code uint32) {
 	}
 	now := d.now()
 	spec := *cur.spec
-	started := procStartTimeCached(u)
+	started := u.started()
 	u.mu.Lock()
 	oom := u.oom || d.cgroupOOM(id)
 	gen := u.gen
@@ -218,9 +252,9 @@ func (d *Driver) exited(id string, pid, code uint32) {
 	}
 }
 
-// procStartTimeCached is when u's current task started, read before its
-// /proc entry is gone: the exit handler runs after the process is reaped.
-func procStartTimeCached(u *unit) time.Time {
+// started is when u's current task started, as recorded while it ran: the
+// exit handler runs after the process is reaped and /proc has forgotten it.
+func (u *unit) started() time.Time {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.startedAt
