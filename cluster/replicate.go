@@ -26,6 +26,14 @@ const (
 // snapshot.
 const catchUpDelay = 300 * time.Millisecond
 
+// maxQueued bounds the gossip queue, as Serf bounds its own. Gossip sends
+// a node's queue at a few dozen messages a second (three packets per
+// 200 ms on a LAN), each message many times, so a burst of writes beyond
+// this (a node writing alone, a large commit) would stay queued for hours
+// at up to a few hundred bytes each; anti-entropy delivers it sooner.
+// Prune drops the messages already sent most often, then the oldest.
+const maxQueued = 4096
+
 // batchBytes bounds one reliable message; memberlist refuses user messages
 // over 20 MiB and a value may be up to 1 MiB.
 const batchBytes = 4 << 20
@@ -93,6 +101,9 @@ func (n *Node) broadcast(e vfs.Entry) {
 		}
 	}
 	n.queue.QueueBroadcast(&entryBroadcast{path: e.Path, msg: msg})
+	if n.queue.NumQueued() > maxQueued {
+		n.queue.Prune(maxQueued)
+	}
 }
 
 // delegate is the memberlist side of replication.
