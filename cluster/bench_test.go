@@ -356,24 +356,25 @@ func (bw bandwidth) report(b *testing.B, from bandwidth, nodes int, prefix strin
 	b.ReportMetric(float64(bw.packets-from.packets)/secs, prefix+"-pkts/s/node")
 }
 
-// Bandwidth benchmark shape: cluster size, measuring windows, load.
+// Bandwidth benchmark shape: cluster size, measuring window, load.
 const (
 	bandwidthNodes   = 50
-	bandwidthWindow  = 30 * time.Second
-	bandwidthRate    = 100 // writes per second, cluster-wide
-	bandwidthKeys    = 10  // keys per node, overwritten in turn
+	bandwidthKeys    = 10 // keys per node, overwritten in turn
 	bandwidthDrainBy = 3 * time.Minute
 )
 
 // BenchmarkGossipBandwidth measures what one node of a 50-node cluster
-// sends per second, by UDP (gossip, probes; payload bytes) and TCP
-// (push/pull with its digest, reliable batches): idle, then while the
-// cluster takes 100 writes/s of 200-byte values (each node overwriting its
-// own 10 keys in turn, like status updates). After the load it also
-// reports how long it took until every node held the last version of every
-// key (drain-s), which shows whether gossip kept up. Push/pull runs every
-// 60 s per node at this size, so a 30 s window sees about half the nodes
-// start one.
+// sends per second, by UDP (gossip and probes, payload bytes) and by TCP
+// (push/pull with its digest, anti-entropy batches): idle, then while the
+// cluster takes 10 and then 100 writes/s of 200-byte values (each node
+// overwriting its own 10 keys in turn, like status updates). After each
+// load it reports how long until every node held the last version of
+// every key (drain-s) and what share did when the writes stopped
+// (held-at-end): whether gossip kept up or anti-entropy had to finish the
+// job. Each window lasts one push/pull interval (60 s at this size) and
+// starts once memberlist's push/pull stagger (up to 30 s) is over, so it
+// holds exactly one push/pull started by each node. It takes about 5
+// minutes.
 func BenchmarkGossipBandwidth(b *testing.B) {
 	for range b.N {
 		benchGossipBandwidth(b)
@@ -382,6 +383,9 @@ func BenchmarkGossipBandwidth(b *testing.B) {
 
 func benchGossipBandwidth(b *testing.B) {
 	size := bandwidthNodes
+	lan := memberlist.DefaultLANConfig()
+	window := pushPullInterval(lan.PushPullInterval, size)
+	created := time.Now()
 	nodes, trs := lanCluster(b, size, nil)
 
 	// The join leaves memberlist's queues full of alive messages; idle
@@ -398,60 +402,79 @@ func benchGossipBandwidth(b *testing.B) {
 		prev = cur
 		return rate < 3
 	})
+	if d := time.Until(created.Add(lan.PushPullInterval)); d > 0 {
+		time.Sleep(d) // memberlist's push/pull stagger, not a condition
+	}
 
 	b.ResetTimer()
 	idle0 := readBandwidth(trs)
-	time.Sleep(bandwidthWindow) // the measuring window
-	idle1 := readBandwidth(trs)
-	idle1.report(b, idle0, size, "idle")
+	time.Sleep(window) // the measuring window
+	readBandwidth(trs).report(b, idle0, size, "idle")
 
 	value := benchValue(b, 200)
-	last := map[string]vfs.Entry{}
-	tick := time.NewTicker(time.Second / bandwidthRate)
-	load0 := readBandwidth(trs)
-	cpu0 := cpuTime()
-	writes := 0
-	for end := time.Now().Add(bandwidthWindow); time.Now().Before(end); writes++ {
-		<-tick.C
-		n := nodes[writes%size]
-		path := fmt.Sprintf("/sum/%s/k%d", n.Name(), (writes/size)%bandwidthKeys)
-		e, err := n.Store().Put(path, value)
-		if err != nil {
-			b.Fatal(err)
+	for _, rate := range []int{10, 100} {
+		prefix := fmt.Sprintf("w%d", rate)
+		last := map[string]vfs.Entry{}
+		tick := time.NewTicker(time.Second / time.Duration(rate))
+		load0 := readBandwidth(trs)
+		cpu0 := cpuTime()
+		writes := 0
+		for end := time.Now().Add(window); time.Now().Before(end); writes++ {
+			<-tick.C
+			n := nodes[writes%size]
+			path := fmt.Sprintf("/sum/%s/k%d", n.Name(), (writes/size)%bandwidthKeys)
+			e, err := n.Store().Put(path, value)
+			if err != nil {
+				b.Fatal(err)
+			}
+			last[path] = e
 		}
-		last[path] = e
-	}
-	tick.Stop()
-	load1 := readBandwidth(trs)
-	cpu := float64(cpuTime()-cpu0) / float64(load1.at.Sub(load0.at))
-	load1.report(b, load0, size, "load")
-	b.ReportMetric(float64(writes)/load1.at.Sub(load0.at).Seconds(), "writes/s")
-	b.ReportMetric(cpu, "load-cpu-cores")
+		tick.Stop()
+		load1 := readBandwidth(trs)
+		load1.report(b, load0, size, prefix)
+		secs := load1.at.Sub(load0.at)
+		b.ReportMetric(float64(writes)/secs.Seconds(), prefix+"-writes/s")
+		b.ReportMetric(float64(cpuTime()-cpu0)/float64(secs), prefix+"-cpu-cores")
 
-	held := func() int {
-		c := 0
-		for _, n := range nodes {
-			for path, want := range last {
-				if got, ok := n.Store().Get(path); ok && got.Version == want.Version {
-					c++
+		held := func() int {
+			c := 0
+			for _, n := range nodes {
+				for path, want := range last {
+					if got, ok := n.Store().Get(path); ok && got.Version == want.Version {
+						c++
+					}
 				}
 			}
+			return c
 		}
-		return c
+		want := len(nodes) * len(last)
+		b.ReportMetric(float64(held())/float64(want), prefix+"-held-at-end")
+		waitFor(b, bandwidthDrainBy, "every node holds the last version of every key", func() bool { return held() == want })
+		b.ReportMetric(time.Since(load1.at).Seconds(), prefix+"-drain-s")
 	}
-	want := len(nodes) * len(last)
-	b.ReportMetric(float64(held())/float64(want), "held-at-end")
-	waitFor(b, bandwidthDrainBy, "every node holds the last version of every key", func() bool { return held() == want })
-	b.ReportMetric(time.Since(load1.at).Seconds(), "drain-s")
 	b.StopTimer()
+}
+
+// pushPullInterval is memberlist's push/pull period for a cluster of size
+// (its pushPullScale): the base interval, one more per doubling above 32
+// nodes.
+func pushPullInterval(base time.Duration, size int) time.Duration {
+	mult := 1
+	for n := 32; n < size; n *= 2 {
+		mult++
+	}
+	return time.Duration(mult) * base
 }
 
 // Environment of the child process of BenchmarkNodeMemory100k.
 const (
 	memChildEnv = "CTXOS_BENCH_MEM_CHILD" // "local" or "replicated"
 	memPeerEnv  = "CTXOS_BENCH_MEM_PEER"  // gossip address of the node holding the entries
-	memEntries  = 100_000
-	memValue    = 200
+	// memProfileEnv names a directory where each child writes its
+	// allocation profile, mem-<mode>.pprof, to find what the RSS is made of.
+	memProfileEnv = "CTXOS_BENCH_MEM_PROFILE"
+	memEntries    = 100_000
+	memValue      = 200
 )
 
 // BenchmarkNodeMemory100k measures the resident memory of one agent-like
@@ -460,22 +483,29 @@ const (
 // that nothing else the benchmarks allocated counts. Two ways to get the
 // entries: "local", the node writes them itself with no peer (every write
 // is also queued for gossip); "replicated", a peer in this process holds
-// them and the measured node joins it and receives them by anti-entropy.
-// rss-MB is VmRSS after a GC, as a running agent shows it; freed-rss-MB
-// after debug.FreeOSMemory, what the runtime returns over time.
+// them and the measured node joins it and receives them by anti-entropy,
+// once with the Go runtime's defaults and once with a soft memory limit
+// (GOMEMLIMIT) of 100 MiB, as an agent may set. rss-MB is VmRSS after a
+// GC, as a running agent shows it; peak-rss-MB is VmHWM; freed-rss-MB is
+// VmRSS after debug.FreeOSMemory, what the runtime returns over time;
+// rss-file-MB is the part mapped from files (bbolt's mmap).
 func BenchmarkNodeMemory100k(b *testing.B) {
 	if mode := os.Getenv(memChildEnv); mode != "" {
 		memChild(b, mode, os.Getenv(memPeerEnv))
 		return
 	}
-	for _, mode := range []string{"local", "replicated"} {
-		b.Run(mode, func(b *testing.B) {
+	for _, c := range []struct{ name, mode, memLimit string }{
+		{"local", "local", ""},
+		{"replicated", "replicated", ""},
+		{"replicated/GOMEMLIMIT=100MiB", "replicated", "100MiB"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
 			for range b.N {
 				peer := ""
-				if mode == "replicated" {
+				if c.mode == "replicated" {
 					peer = memPeer(b)
 				}
-				memParent(b, mode, peer)
+				memParent(b, c.mode, peer, c.memLimit)
 			}
 		})
 	}
@@ -506,12 +536,19 @@ func memPeer(b *testing.B) string {
 }
 
 // memParent runs the child process and reports what it measured.
-func memParent(b *testing.B, mode, peer string) {
+func memParent(b *testing.B, mode, peer, memLimit string) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(b.Context(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$", "-test.bench=^BenchmarkNodeMemory100k$", "-test.benchtime=1x")
+	args := []string{"-test.run=^$", "-test.bench=^BenchmarkNodeMemory100k$", "-test.benchtime=1x"}
+	if dir := os.Getenv(memProfileEnv); dir != "" {
+		args = append(args, "-test.memprofile="+dir+"/mem-"+mode+memLimit+".pprof")
+	}
+	cmd := exec.CommandContext(ctx, os.Args[0], args...)
 	cmd.Env = append(os.Environ(), memChildEnv+"="+mode, memPeerEnv+"="+peer)
+	if memLimit != "" {
+		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+memLimit)
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -550,7 +587,8 @@ func memChild(b *testing.B, mode, peer string) {
 	cfg.BindAddr = addr
 	cfg.Transport = tr
 	cfg.Logger = quiet
-	n, err := Start(context.Background(), cfg, vfs.Options{Dir: b.TempDir(), Logger: quiet})
+	dir := b.TempDir()
+	n, err := Start(context.Background(), cfg, vfs.Options{Dir: dir, Logger: quiet})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -582,31 +620,50 @@ func memChild(b *testing.B, mode, peer string) {
 		b.Fatalf("the node holds %d entries, want %d", got, memEntries)
 	}
 	runtime.GC()
-	var msAfter runtime.MemStats
-	runtime.ReadMemStats(&msAfter)
-	rss := vmRSS(b)
+	var mem runtime.MemStats
+	runtime.ReadMemStats(&mem)
+	st := procStatus(b)
 	debug.FreeOSMemory()
-	freed := vmRSS(b)
-	fmt.Printf("ctxos-mem rss-MB=%.1f freed-rss-MB=%.1f heap-MB=%.1f queued=%d fill-s=%.1f\n",
-		float64(rss)/(1<<20), float64(freed)/(1<<20), float64(msAfter.HeapInuse)/(1<<20), n.queue.NumQueued(), fill.Seconds())
+	freed := procStatus(b)
+	mb := func(v int64) float64 { return float64(v) / (1 << 20) }
+	var db int64
+	files, err := os.ReadDir(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, f := range files {
+		if info, err := f.Info(); err == nil && info.Mode().IsRegular() {
+			db += info.Size()
+		}
+	}
+	fmt.Printf("ctxos-mem rss-MB=%.1f rss-file-MB=%.1f peak-rss-MB=%.1f freed-rss-MB=%.1f heap-MB=%.1f alloc-MB=%.1f db-MB=%.1f queued=%d fill-s=%.2f\n",
+		mb(st["VmRSS"]), mb(st["RssFile"]), mb(st["VmHWM"]), mb(freed["VmRSS"]),
+		mb(int64(mem.HeapInuse)), mb(int64(mem.TotalAlloc)), mb(db), n.queue.NumQueued(), fill.Seconds())
 }
 
-// vmRSS reads VmRSS from /proc/self/status, in bytes.
-func vmRSS(tb testing.TB) int64 {
+// procStatus reads the memory lines of /proc/self/status (VmRSS, VmHWM,
+// RssAnon, RssFile, ...), in bytes.
+func procStatus(tb testing.TB) map[string]int64 {
 	tb.Helper()
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		tb.Skipf("no /proc/self/status: %v", err)
 	}
+	out := map[string]int64{}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			if err != nil {
-				tb.Fatalf("VmRSS line %q: %v", line, err)
-			}
-			return kb << 10
+		k, rest, ok := strings.Cut(line, ":")
+		rest = strings.TrimSpace(rest)
+		if !ok || !strings.HasSuffix(rest, " kB") {
+			continue
 		}
+		kb, err := strconv.ParseInt(strings.TrimSuffix(rest, " kB"), 10, 64)
+		if err != nil {
+			tb.Fatalf("/proc/self/status line %q: %v", line, err)
+		}
+		out[k] = kb << 10
 	}
-	tb.Fatal("no VmRSS in /proc/self/status")
-	return 0
+	if out["VmRSS"] == 0 {
+		tb.Fatal("no VmRSS in /proc/self/status")
+	}
+	return out
 }
