@@ -200,10 +200,20 @@ func TestImageSources(t *testing.T) {
 	// A registry reference that is already in the store runs without
 	// network: import the archive under that name with ctr first.
 	ctr(t, dm, ns, "images", "import", "--index-name", "docker.io/library/busybox:ctxos-local", busyboxArchive(t, "oci"))
+	// An archive whose file name is no valid image reference.
+	odd := filepath.Join(t.TempDir(), "My Image+1.TAR")
+	b, err := os.ReadFile(busyboxArchive(t, "oci"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(odd, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct{ name, image string }{
 		{"oci-archive", "oci-archive:" + busyboxArchive(t, "oci")},
 		{"docker-archive", "docker-archive:" + busyboxArchive(t, "docker")},
 		{"registry ref in store", "busybox:ctxos-local"},
+		{"odd archive name", "oci-archive:" + odd},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := shellSpec("ctx.img."+strings.ReplaceAll(strings.ReplaceAll(tc.name, " ", "-"), "-", ""), "trap 'exit 0' TERM; sleep 1000 & wait")

@@ -31,7 +31,14 @@
 //
 // When containerd cannot be reached, Observe and Apply fail within
 // Config.DialTimeout with an error wrapping [ErrUnavailable]; the next call
-// after the daemon is back reconnects.
+// after the daemon is back reconnects. Containers keep running meanwhile
+// (their shims do not need the daemon), and their ids being deterministic, a
+// create retried across the outage finds the container instead of making a
+// second.
+//
+// Run one driver per namespace and node: two would both supervise the same
+// containers. Their restarts cannot duplicate a container (containerd holds
+// one task per container), but they would race.
 package containerd
 
 import (

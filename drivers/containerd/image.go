@@ -48,7 +48,16 @@ func parseImage(ref string) (source, value string, err error) {
 func archiveImageName(source, path string, fi os.FileInfo) string {
 	key := fmt.Sprintf("%s\x00%s\x00%d\x00%d", source, path, fi.Size(), fi.ModTime().UnixNano())
 	sum := sha256.Sum256([]byte(key))
-	return "import.ctxos.local/" + source + "/" + strings.TrimPrefix(filepath.Base(path), ".") + ":" + hex.EncodeToString(sum[:8])
+	base := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
+			return r
+		case r >= 'A' && r <= 'Z':
+			return r + ('a' - 'A')
+		}
+		return '-'
+	}, filepath.Base(path))
+	return "import.ctxos.local/" + source + "/" + strings.Trim(base, ".-_") + ":" + hex.EncodeToString(sum[:8])
 }
 
 // image returns spec's image, importing or pulling it when the store does
