@@ -184,6 +184,11 @@ type Journal struct {
 	maxLogBytes int64
 	recentMax   int
 
+	// qmu guards queue: records waiting for the next group commit. Lock
+	// order: mu, then qmu.
+	qmu   sync.Mutex
+	queue []*pendingRecord
+
 	mu      sync.Mutex
 	log     *os.File // nil once closed
 	logSize int64
@@ -437,16 +442,8 @@ func (j *Journal) StartRun(r Run) error {
 	if r.ID == "" {
 		return fmt.Errorf("%w: run for generation %d has no id", ErrInvalidRun, r.Generation)
 	}
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.log == nil {
-		return ErrJournalClosed
-	}
-	if r.ID == j.state.Run.ID {
-		return nil
-	}
 	r.Steps = nil
-	return j.append(journalRecord{Run: &r})
+	return j.commit(journalRecord{Run: &r})
 }
 
 // Record appends a step transition to the history log and fsyncs it, then
@@ -454,6 +451,11 @@ func (j *Journal) StartRun(r Run) error {
 // and after it ends (done or failed). It sets s.At to the journal's clock.
 // Steps of a run other than the current one go to the history but only a
 // running one is kept as unfinished.
+//
+// Concurrent calls are committed together: records that queue while one
+// commit is being fsynced share the next write, fsync and current.json
+// rewrite, so a loop applying steps in parallel does not pay one of each
+// per transition. Each call still returns only once its record is durable.
 func (j *Journal) Record(s Step) error {
 	switch {
 	case s.ID == "":
@@ -465,50 +467,107 @@ func (j *Journal) Record(s Step) error {
 	case !s.State.Valid():
 		return fmt.Errorf("%w: step %s: unknown state %q", ErrInvalidStep, s.ID, s.State)
 	}
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.log == nil {
-		return ErrJournalClosed
-	}
-	return j.append(journalRecord{Step: &s})
+	return j.commit(journalRecord{Step: &s})
 }
 
-// append writes rec to the log, then current.json, then rotates if due.
-// Called with j.mu held.
-func (j *Journal) append(rec journalRecord) error {
-	rec.Seq = j.seq + 1
-	rec.At = j.now().UTC()
-	if rec.Step != nil {
-		rec.Step.At = rec.At
+// pendingRecord is a record queued for the next group commit. finished and
+// err are written and read with j.mu held.
+type pendingRecord struct {
+	rec      journalRecord
+	finished bool
+	err      error
+}
+
+// commit queues rec and returns once it is committed, by this caller or by
+// whichever caller held j.mu before it and took the queue along.
+func (j *Journal) commit(rec journalRecord) error {
+	p := &pendingRecord{rec: rec}
+	j.qmu.Lock()
+	j.queue = append(j.queue, p)
+	j.qmu.Unlock()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if !p.finished {
+		j.qmu.Lock()
+		batch := j.queue
+		j.queue = nil
+		j.qmu.Unlock()
+		j.appendBatch(batch)
 	}
-	line, err := encodeRecord(rec)
-	if err != nil {
-		return fmt.Errorf("journal: encode: %w", err)
+	return p.err
+}
+
+// appendBatch writes the records of batch to the log in one write and one
+// fsync, applies them, writes current.json once and rotates if due; each
+// record's err says how it went. A run start of the run already current
+// (counting earlier records of the batch) is a no-op. Called with j.mu held.
+func (j *Journal) appendBatch(batch []*pendingRecord) {
+	fail := func(ps []*pendingRecord, err error) {
+		for _, p := range ps {
+			p.finished, p.err = true, err
+		}
 	}
-	if _, err := j.log.Write(line); err != nil {
+	if j.log == nil {
+		fail(batch, ErrJournalClosed)
+		return
+	}
+	now := j.now().UTC()
+	cur := j.state.Run.ID
+	seq := j.seq
+	var buf []byte
+	var written []*pendingRecord
+	for _, p := range batch {
+		if r := p.rec.Run; r != nil {
+			if r.ID == cur {
+				fail([]*pendingRecord{p}, nil)
+				continue
+			}
+			cur = r.ID
+		}
+		seq++
+		p.rec.Seq, p.rec.At = seq, now
+		if p.rec.Step != nil {
+			p.rec.Step.At = now
+		}
+		line, err := encodeRecord(p.rec)
+		if err != nil {
+			fail([]*pendingRecord{p}, fmt.Errorf("journal: encode: %w", err))
+			seq--
+			continue
+		}
+		buf = append(buf, line...)
+		written = append(written, p)
+	}
+	if len(written) == 0 {
+		return
+	}
+	if _, err := j.log.Write(buf); err != nil {
 		// Cut a partial write off now, or the next open would cut off
 		// everything recorded after it.
 		if terr := j.log.Truncate(j.logSize); terr != nil {
-			return fmt.Errorf("journal: append: %w (and truncate: %v)", err, terr)
+			fail(written, fmt.Errorf("journal: append: %w (and truncate: %v)", err, terr))
+			return
 		}
-		return fmt.Errorf("journal: append: %w", err)
+		fail(written, fmt.Errorf("journal: append: %w", err))
+		return
 	}
 	if err := j.log.Sync(); err != nil {
-		return fmt.Errorf("journal: sync: %w", err)
+		fail(written, fmt.Errorf("journal: sync: %w", err))
+		return
 	}
-	j.seq = rec.Seq
-	j.logSize += int64(len(line))
-	j.state.apply(rec)
-	if rec.Step != nil {
-		j.remember(*rec.Step)
+	j.seq = seq
+	j.logSize += int64(len(buf))
+	for _, p := range written {
+		j.state.apply(p.rec)
+		if p.rec.Step != nil {
+			j.remember(*p.rec.Step)
+		}
 	}
-	if err := j.writeCurrent(); err != nil {
-		return err
+	err := j.writeCurrent()
+	if err == nil && j.logSize >= j.maxLogBytes {
+		err = j.rotate()
 	}
-	if j.logSize >= j.maxLogBytes {
-		return j.rotate()
-	}
-	return nil
+	fail(written, err)
 }
 
 func (j *Journal) writeCurrent() error {

@@ -114,7 +114,7 @@ func sleepCTX(marker string, replicas int, secs string) schema.Ctx {
 		Runtime: schema.RuntimeProcess, Command: "sleep", Args: []string{secs},
 		Env:      map[string]string{"CTXOS_TEST_MARK": marker},
 		Replicas: replicas, Restart: schema.RestartAlways,
-		Resources: schema.Resources{CPU: 100, Memory: "16Mi"},
+		Resources: schema.Resources{CPU: 10, Memory: "16Mi"},
 		Stop:      schema.Stop{Signal: "SIGTERM", Grace: "5s"},
 	}
 }
@@ -202,6 +202,7 @@ type agentOpts struct {
 	retryBase time.Duration
 	parallel  int
 	stateDir  string
+	resync    time.Duration // default 2s
 }
 
 func startAgent(tb testing.TB, name string, store *vfs.Store, o agentOpts) *agent {
@@ -219,10 +220,13 @@ func startAgent(tb testing.TB, name string, store *vfs.Store, o agentOpts) *agen
 	if err != nil {
 		tb.Fatal(err)
 	}
+	if o.resync == 0 {
+		o.resync = 2 * time.Second
+	}
 	a.rec, err = New(Config{
 		Node: name, Store: store, Members: o.members,
 		Drivers: map[string]drivers.Driver{process.Type: a.drv},
-		Journal: a.journal, Resync: 2 * time.Second, Parallel: o.parallel,
+		Journal: a.journal, Resync: o.resync, Parallel: o.parallel,
 		RetryBase: o.retryBase, RetryMax: 2 * time.Second,
 		MemberPoll: 100 * time.Millisecond,
 		Logger:     testLogger(),
@@ -284,13 +288,18 @@ func progressOf(a *agent) string {
 }
 
 // converged waits until a has converged on generation gen with want
-// marked processes on the host.
+// marked processes on the host. It reads /proc only once the loop says it
+// converged: scanning a thousand processes' environments in a tight loop
+// would take the CPU the benchmarks measure.
 func converged(tb testing.TB, a *agent, marker string, gen uint64, want int) {
 	tb.Helper()
 	waitUntil(tb, fmt.Sprintf("%s converged on generation %d with %d processes", a.name, gen, want), func() (bool, string) {
 		p := a.rec.Progress()
+		if !p.Converged || p.Generation != gen || p.Desired != want {
+			return false, progressOf(a)
+		}
 		n := countMarked(marker)
-		return p.Converged && p.Generation == gen && n == want, fmt.Sprintf("%d processes, %s", n, progressOf(a))
+		return n == want, fmt.Sprintf("%d processes, %s", n, progressOf(a))
 	})
 }
 
