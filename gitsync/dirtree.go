@@ -19,8 +19,9 @@ import (
 
 // DirTree is a plain directory, not a Git repository, as a syncer's Tree:
 // `ctxos up` on a directory runs in dev mode, and every save is synced.
-// Its "commit" is "worktree:" and a hash of the files, so an unchanged
-// directory is not published twice.
+// Its "commit" is "worktree:" and a hash of the .cue files, so an
+// unchanged directory is not published twice and other files (logs, a data
+// dir) do not count.
 type DirTree struct {
 	Dir string
 }
@@ -40,7 +41,9 @@ func (d *DirTree) Fetch(ctx context.Context) (Revision, error) {
 		if e.IsDir() && p != d.Dir && strings.HasPrefix(e.Name(), ".") {
 			return filepath.SkipDir
 		}
-		if e.Type().IsRegular() || e.Type()&fs.ModeSymlink != 0 {
+		// Only what the schema loader reads counts: logs or a data dir
+		// kept inside the directory must not look like new commits.
+		if (e.Type().IsRegular() || e.Type()&fs.ModeSymlink != 0) && strings.HasSuffix(e.Name(), ".cue") {
 			paths = append(paths, p)
 		}
 		return nil
@@ -124,7 +127,9 @@ func (d *DirTree) Watch(ctx context.Context, fire func(reason string), log *slog
 				if ev.Has(fsnotify.Create) {
 					addAll() // a new directory needs its own watch
 				}
-				debounce = time.After(100 * time.Millisecond)
+				if strings.HasSuffix(ev.Name, ".cue") || ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
+					debounce = time.After(100 * time.Millisecond)
+				}
 			case err, ok := <-w.Errors:
 				if !ok {
 					return

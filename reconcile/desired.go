@@ -386,10 +386,14 @@ func durationOf(s string) (time.Duration, error) {
 }
 
 // absDir resolves a relative working directory against the agent's, as
-// the schema documents.
+// the schema documents; no dir at all is the agent's own, so a command
+// like "go run ./examples/hello/app" works from where `ctxos up` runs.
 func absDir(dir string) (string, error) {
-	if dir == "" || filepath.IsAbs(dir) {
+	if filepath.IsAbs(dir) {
 		return dir, nil
+	}
+	if dir == "" {
+		dir = "."
 	}
 	return filepath.Abs(dir)
 }

@@ -5,13 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -21,7 +24,11 @@ import (
 	"github.com/ctxos/ctxos/cluster"
 	"github.com/ctxos/ctxos/cluster/props"
 	"github.com/ctxos/ctxos/cluster/vfs"
+	"github.com/ctxos/ctxos/drivers"
+	ctrd "github.com/ctxos/ctxos/drivers/containerd"
+	"github.com/ctxos/ctxos/drivers/process"
 	"github.com/ctxos/ctxos/gitsync"
+	"github.com/ctxos/ctxos/reconcile"
 )
 
 func init() { register(newAgentCmd) }
@@ -40,7 +47,12 @@ type agentConfig struct {
 	profile       string
 	statusEvery   time.Duration
 	logLevel      string
-	git           gitConfig
+	// logOutput receives the agent's log (stderr when nil).
+	logOutput io.Writer
+	// containerdSocket is where the containerd driver dials; the driver is
+	// left out when nothing listens there.
+	containerdSocket string
+	git              gitConfig
 }
 
 // gitConfig is the desired-state source of a syncing agent.
@@ -94,6 +106,7 @@ rotation).`,
 	f.StringVar(&c.profile, "profile", "lan", "gossip timing profile: lan, wan or local")
 	f.DurationVar(&c.statusEvery, "status-interval", 5*time.Second, "how often /sum/<name> is refreshed")
 	f.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&c.containerdSocket, "containerd-socket", "", "containerd socket for container CTXs (default /run/containerd/containerd.sock; off when absent)")
 	addGitFlags(f, &c.git)
 	return cmd
 }
@@ -129,12 +142,118 @@ func parseLabels(kvs []string) (map[string]string, error) {
 	return out, nil
 }
 
-func newLogger(level string) (*slog.Logger, error) {
+func newLogger(level string, out io.Writer) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+	if out == nil {
+		out = os.Stderr
+	}
+	return slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: l})), nil
+}
+
+// notifyInterrupt delivers SIGINT and SIGTERM to ch.
+func notifyInterrupt(ch chan<- os.Signal) { signal.Notify(ch, os.Interrupt, syscall.SIGTERM) }
+
+// openDrivers opens the drivers this node can run: process always,
+// containerd when its socket exists.
+func (a *agent) openDrivers() error {
+	pd, err := process.New(process.Config{StateDir: filepath.Join(a.cfg.dataDir, "process"), Logger: a.log})
+	if err != nil {
+		return fmt.Errorf("process driver: %w", err)
+	}
+	a.drivers = map[string]drivers.Driver{process.Type: pd}
+	sock := a.cfg.containerdSocket
+	if sock == "" {
+		sock = ctrd.DefaultSocket
+	}
+	if _, err := os.Stat(sock); err != nil {
+		a.log.Info("containerd driver off: no socket", "socket", sock)
+		return nil
+	}
+	cd, err := ctrd.New(ctrd.Config{Socket: sock, StateDir: filepath.Join(a.cfg.dataDir, "containerd"), Logger: a.log})
+	if err != nil {
+		a.log.Warn("containerd driver off", "socket", sock, "err", err)
+		return nil
+	}
+	a.drivers[ctrd.Type] = cd
+	return nil
+}
+
+// startReconciler opens the step journal and the drivers and runs the
+// DSM until stop.
+func (a *agent) startReconciler() error {
+	j, err := reconcile.OpenJournal(filepath.Join(a.cfg.dataDir, "journal"), reconcile.WithJournalLogger(a.log))
+	if err != nil {
+		return fmt.Errorf("step journal: %w", err)
+	}
+	a.journal = j
+	if err := a.openDrivers(); err != nil {
+		return err
+	}
+	r, err := reconcile.New(reconcile.Config{
+		Node:        a.cfg.name,
+		Store:       a.node.Store(),
+		Members:     a.node.Members,
+		Drivers:     a.drivers,
+		Journal:     j,
+		Logger:      a.log,
+		AfterRecord: crashHook(),
+	})
+	if err != nil {
+		return err
+	}
+	a.reconciler = r
+	a.api.Handle("GET /v1/history", serveHistory(a.cfg.name, j))
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stopReconciler = func() {
+		cancel()
+		<-a.reconcilerDone
+	}
+	a.reconcilerDone = make(chan struct{})
+	go func() {
+		defer close(a.reconcilerDone)
+		if err := r.Run(ctx); err != nil {
+			a.log.Error("reconciler stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// crashHook returns, when CTXOS_CRASH_AFTER_STEPS=N is set, a hook that
+// kills the agent with SIGKILL after the Nth journal record: the crash
+// tests use it to stop the agent at a chosen step boundary.
+func crashHook() func(reconcile.Step) {
+	n, err := strconv.Atoi(os.Getenv("CTXOS_CRASH_AFTER_STEPS"))
+	if err != nil || n <= 0 {
+		return nil
+	}
+	var count atomic.Int64
+	return func(reconcile.Step) {
+		if count.Add(1) == int64(n) {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		}
+	}
+}
+
+// stopWorkloads stops every instance the drivers run (ctxos up without
+// --keep) and reports how many it stopped.
+func (a *agent) stopWorkloads(ctx context.Context) (int, error) {
+	if a.stopReconciler != nil {
+		a.stopReconciler()
+		a.stopReconciler = nil
+	}
+	n := 0
+	var errs []error
+	for _, d := range a.drivers {
+		reports, err := drivers.Converge(ctx, d, nil)
+		n += len(reports)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return n, errors.Join(errs...)
 }
 
 // agent is one running node: the cluster member, its API server and the
@@ -147,6 +266,12 @@ type agent struct {
 	srv    *http.Server
 	apiURL string
 	syncer *gitsync.Syncer
+
+	drivers        map[string]drivers.Driver
+	journal        *reconcile.Journal
+	reconciler     *reconcile.Reconciler
+	stopReconciler func()
+	reconcilerDone chan struct{}
 	// cancelRequests ends long-lived API requests (watches) at stop, which
 	// http.Server.Shutdown alone would wait for.
 	cancelRequests context.CancelFunc
@@ -167,7 +292,7 @@ func runAgent(ctx context.Context, c agentConfig, ready func(*agent)) error {
 }
 
 func startAgent(ctx context.Context, c agentConfig) (*agent, error) {
-	logger, err := newLogger(c.logLevel)
+	logger, err := newLogger(c.logLevel, c.logOutput)
 	if err != nil {
 		return nil, &exitError{code: 2, err: err}
 	}
@@ -226,6 +351,10 @@ func startAgent(ctx context.Context, c agentConfig) (*agent, error) {
 		return nil, &exitError{code: 2, err: err}
 	}
 	if err := a.startSync(ctx); err != nil {
+		a.stop()
+		return nil, err
+	}
+	if err := a.startReconciler(); err != nil {
 		a.stop()
 		return nil, err
 	}
@@ -364,9 +493,21 @@ func (a *agent) stop() error {
 	if err := a.node.Leave(5 * time.Second); err != nil {
 		a.log.Warn("leave", "err", err)
 	}
+	if a.stopReconciler != nil {
+		a.stopReconciler()
+	}
 	a.cancelRequests()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	a.srv.Shutdown(ctx)
-	return a.node.Close()
+	err := a.node.Close()
+	// Drivers close after the reconciler: closing stops supervision, not
+	// the workloads, which outlive the agent and are adopted at restart.
+	for _, d := range a.drivers {
+		d.Close()
+	}
+	if a.journal != nil {
+		a.journal.Close()
+	}
+	return err
 }
