@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -545,4 +547,144 @@ func TestLoopFailuresReported(t *testing.T) {
 		l := store.List("/itg/n1")
 		return len(l) == 0, fmt.Sprintf("%d entries", len(l))
 	})
+}
+
+// TestLoopNewGenerationSupersedes publishes a new generation while the
+// first one's steps are being applied: the step in flight finishes, the
+// rest of the old run is not applied, and the new one is planned from what
+// runs.
+func TestLoopNewGenerationSupersedes(t *testing.T) {
+	marker := newMarker(t)
+	t.Cleanup(func() { killMarked(marker) })
+	store := newStore(t, "n1")
+	putHW(t, store, "n1", nil)
+	first := map[string]schema.Ctx{}
+	for i := range 20 {
+		first[fmt.Sprintf("w%02d", i)] = sleepCTX(marker, 1, "1000")
+	}
+	second := map[string]schema.Ctx{"w00": sleepCTX(marker, 1, "1000"), "w19": sleepCTX(marker, 1, "1000")}
+
+	a := &agent{name: "n1", store: store, stateDir: t.TempDir(), jdir: t.TempDir()}
+	var err error
+	if a.drv, err = process.New(process.Config{StateDir: a.stateDir, Logger: testLogger()}); err != nil {
+		t.Fatal(err)
+	}
+	if a.journal, err = OpenJournal(a.jdir, WithJournalLogger(testLogger())); err != nil {
+		t.Fatal(err)
+	}
+	var once atomic.Bool
+	a.rec, err = New(Config{
+		Node: "n1", Store: store, Drivers: map[string]drivers.Driver{process.Type: a.drv}, Journal: a.journal,
+		Parallel: 1, Logger: testLogger(),
+		AfterRecord: func(s Step) {
+			// When the first step of generation 1 is done, generation 2
+			// arrives; wait until the loop's watch has seen it, so what
+			// follows does not depend on timing.
+			if s.Generation == 1 && s.State == StepDone && once.CompareAndSwap(false, true) {
+				publish(t, store, buildSnapshot(t, second, nil), 2)
+				deadline := time.Now().Add(waitLimit)
+				for a.rec.newestGen.Load() < 2 && time.Now().Before(deadline) {
+					time.Sleep(time.Millisecond) // polling; the watch goroutine runs meanwhile
+				}
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel, a.done = cancel, make(chan error, 1)
+	go func() { a.done <- a.rec.Run(ctx) }()
+	t.Cleanup(a.cleanup)
+
+	publish(t, store, buildSnapshot(t, first, nil), 1)
+	converged(t, a, marker, 2, 2)
+	hist, err := a.journal.History(HistoryFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen1 := 0
+	for _, s := range hist {
+		if s.Generation == 1 && s.State == StepRunning {
+			gen1++
+		}
+	}
+	if gen1 != 1 {
+		t.Errorf("%d steps of generation 1 ran after generation 2 arrived, want only the one in flight: %v", gen1, summary(hist))
+	}
+	if u := a.journal.Unfinished(); len(u) > 0 {
+		t.Errorf("unfinished steps: %+v", u)
+	}
+}
+
+// TestLoopMID runs a process MID on every node and a CTX that requires it.
+func TestLoopMID(t *testing.T) {
+	marker := newMarker(t)
+	t.Cleanup(func() { killMarked(marker) })
+	store := newStore(t, "n1")
+	putHW(t, store, "n1", nil)
+	a := startAgent(t, "n1", store, agentOpts{})
+	mid := schema.Mid{Driver: "process", Nodes: schema.Nodes{All: true},
+		Params: map[string]any{"command": "sleep", "args": []any{"1005"}, "env": map[string]any{"CTXOS_TEST_MARK": marker}}}
+	web := sleepCTX(marker, 1, "1000")
+	web.Requires = []string{"tick"}
+	publish(t, store, buildSnapshot(t, map[string]schema.Ctx{"web": web}, map[string]schema.Mid{"tick": mid}), 1)
+	converged(t, a, marker, 1, 2)
+	var insts map[string]InstanceStatus
+	readValue(t, store, "/run/n1/instances", &insts)
+	if got, want := insts["mid.tick.n1"], (InstanceStatus{Kind: "mid", Name: "tick", Driver: "process", State: drivers.Running}); got.Kind != want.Kind || got.Name != want.Name || got.Driver != want.Driver || got.State != want.State {
+		t.Errorf("mid.tick.n1 = %+v, want %+v", got, want)
+	}
+	if got := insts["ctx.web.0"]; got.Kind != "ctx" || got.Name != "web" || got.Instance != "web.0" {
+		t.Errorf("ctx.web.0 = %+v", got)
+	}
+	// The MID's step resource is mid/tick.
+	h, err := a.journal.History(HistoryFilter{Resource: "mid/tick"})
+	if err != nil || len(h) == 0 || h[len(h)-1].State != StepDone {
+		t.Errorf("history of mid/tick = %v, %v", h, err)
+	}
+}
+
+func TestNewRefusesBadConfig(t *testing.T) {
+	store := newStore(t, "n1")
+	j, err := OpenJournal(t.TempDir(), WithJournalLogger(testLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"no node", Config{Store: store, Journal: j}, "node name"},
+		{"bad node", Config{Node: "N/1", Store: store, Journal: j}, "node name"},
+		{"no store", Config{Node: "n1", Journal: j}, "no VFS store"},
+		{"no journal", Config{Node: "n1", Store: store}, "no journal"},
+		{"other store", Config{Node: "n2", Store: store, Journal: j}, `store belongs to node "n1"`},
+		{"nil driver", Config{Node: "n1", Store: store, Journal: j, Drivers: map[string]drivers.Driver{"process": nil}}, `driver "process" is nil`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := New(tt.cfg)
+			if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("New = %v, want ErrInvalidConfig saying %q", err, tt.want)
+			}
+		})
+	}
+	r, err := New(Config{Node: "n1", Store: store, Journal: j})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	waitUntil(t, "Run started", func() (bool, string) { return r.running.Load(), "" })
+	if err := r.Run(ctx); !errors.Is(err, ErrAlreadyRunning) {
+		t.Errorf("second Run = %v, want ErrAlreadyRunning", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v", err)
+	}
 }
