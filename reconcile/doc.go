@@ -21,6 +21,20 @@
 //
 // Placement, leases and the journal take plain Go values and a directory, not
 // the VFS: the loop reads /hw, /run and /lk and fills them in.
+//
+// The [Reconciler] is the loop. It reads the manifest at /sys/revision and
+// acts only on a complete snapshot (schema.Assemble); the live members
+// with props at /hw/<node> are the nodes placement may use; every node's
+// /run/<node>/instances says what runs where. It writes, for its own node:
+//   - /run/<node>/instances: what its drivers observe, by instance id
+//     ([InstanceStatus]), after every pass;
+//   - /run/<node>/progress: [Progress], after every pass and about once a
+//     second while steps are applied;
+//   - /run/<node>/steps: the current run's steps that are not done;
+//   - /run/<node>/history: the journal's recent transitions;
+//   - /itg/<node>/<kind>.<name>: why a CTX or MID is not healthy here
+//     ([Problem]), deleted once it is; /itg/<node>/placement: what no node
+//     can take, written by one node only.
 package reconcile
 
 import "errors"

@@ -29,6 +29,7 @@ const (
 	DefaultHistoryWindow = 100
 	DefaultMemberPoll    = time.Second
 	DefaultJoinGrace     = 30 * time.Second
+	DefaultShutdownGrace = 15 * time.Second
 )
 
 // Config configures a [Reconciler].
@@ -58,6 +59,9 @@ type Config struct {
 	// from before the join is ignored, waiting for a fresh one (default
 	// 30s). Past it, a member whose clock lags is believed anyway.
 	JoinGrace time.Duration
+	// ShutdownGrace is how long steps in flight may go on once Run's
+	// context ends (default 15s, above the default stop grace of 10s).
+	ShutdownGrace time.Duration
 	// MemberPoll is how often membership is compared for changes
 	// (default 1s); cluster.Node has no change callback.
 	MemberPoll time.Duration
@@ -94,10 +98,12 @@ type Reconciler struct {
 	running   atomic.Bool
 	started   time.Time // when Run began
 
-	mu       sync.Mutex // guards progress
+	// mu guards progress and published, and attempts, retries and waiting
+	// while a pass applies steps in parallel.
+	mu       sync.Mutex
 	progress Progress
 
-	// State of the pass goroutine only.
+	// State of the pass goroutine (and of its step goroutines, under mu).
 	run        Run
 	attempts   map[string]int    // step id → last attempt in the run
 	retries    map[string]*retry // resource → backoff after a failed step
@@ -110,7 +116,8 @@ type Reconciler struct {
 	passes     uint64            // passes run
 	cleanedItg bool              // stale /itg entries of an earlier agent removed
 	wakeAt     time.Time         // earliest retry due
-	lastMid    atomic.Pointer[time.Time]
+
+	lastMid atomic.Pointer[time.Time] // last publishDuring, from step goroutines
 }
 
 type retry struct {
@@ -153,6 +160,9 @@ func New(cfg Config) (*Reconciler, error) {
 	}
 	if cfg.JoinGrace <= 0 {
 		cfg.JoinGrace = DefaultJoinGrace
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = DefaultShutdownGrace
 	}
 	if cfg.MemberPoll <= 0 {
 		cfg.MemberPoll = DefaultMemberPoll
@@ -882,6 +892,13 @@ func (r *Reconciler) execute(ctx context.Context, ps *passState, jobs []job) {
 			others = append(others, j)
 		}
 	}
+	// Steps that started finish even when the agent stops: a step cut off
+	// halfway is safe (the journal has it running), but one that ends
+	// leaves a cleaner history. ShutdownGrace bounds the wait.
+	stepCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stopAfter := context.AfterFunc(ctx, func() { time.AfterFunc(r.cfg.ShutdownGrace, cancel) })
+	defer stopAfter()
 	var mu sync.Mutex
 	for _, group := range [][]job{deletes, others} {
 		sem := make(chan struct{}, r.cfg.Parallel)
@@ -897,7 +914,7 @@ func (r *Reconciler) execute(ctx context.Context, ps *passState, jobs []job) {
 				if ctx.Err() != nil || r.newestGen.Load() > ps.gen {
 					return
 				}
-				ok := r.apply(ctx, j)
+				ok := r.apply(stepCtx, j)
 				mu.Lock()
 				ps.progress = ps.progress || ok
 				mu.Unlock()
