@@ -688,3 +688,32 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		t.Errorf("Run = %v", err)
 	}
 }
+
+// TestLoopUnplacedReported: an instance no node can take is reported once,
+// in /itg/<node>/placement, and the entry goes when it fits again.
+func TestLoopUnplacedReported(t *testing.T) {
+	marker := newMarker(t)
+	t.Cleanup(func() { killMarked(marker) })
+	store := newStore(t, "n1")
+	putHW(t, store, "n1", nil)
+	a := startAgent(t, "n1", store, agentOpts{})
+	huge := sleepCTX(marker, 2, "1000")
+	huge.Resources.CPU = 999000
+	publish(t, store, buildSnapshot(t, map[string]schema.Ctx{"huge": huge, "ok": sleepCTX(marker, 1, "1000")}, nil), 1)
+	converged(t, a, marker, 1, 1)
+	var pp PlacementProblem
+	readValue(t, store, "/itg/n1/placement", &pp)
+	want := []Unplaced{{"huge.0", "no node has 999000m CPU free"}, {"huge.1", "no node has 999000m CPU free"}}
+	if pp.Generation != 1 || !slices.Equal(pp.Unplaced, want) {
+		t.Errorf("/itg/n1/placement = %+v, want generation 1 with %v", pp, want)
+	}
+	if p := a.rec.Progress(); p.Unplaced != 2 {
+		t.Errorf("progress unplaced = %d, want 2", p.Unplaced)
+	}
+	publish(t, store, buildSnapshot(t, map[string]schema.Ctx{"ok": sleepCTX(marker, 1, "1000")}, nil), 2)
+	converged(t, a, marker, 2, 1)
+	waitUntil(t, "placement problem cleared", func() (bool, string) {
+		_, ok := store.Get("/itg/n1/placement")
+		return !ok, "still there"
+	})
+}
