@@ -137,7 +137,10 @@ func randomGap() {
 // says how many nodes counted how many members.
 func waitMembers(tb testing.TB, size int, count func(i int) int) {
 	tb.Helper()
-	deadline := time.Now().Add(time.Minute)
+	// Gossip misses a node now and then; push/pull repairs membership
+	// within one interval after memberlist's initial stagger.
+	limit := pushPullInterval(memberlist.DefaultLANConfig().PushPullInterval, size) + time.Minute
+	deadline := time.Now().Add(limit)
 	for {
 		hist := map[int]int{}
 		for i := range size {
@@ -147,7 +150,7 @@ func waitMembers(tb testing.TB, size int, count func(i int) int) {
 			return
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("after a minute, the nodes do not all count %d members: members counted → nodes: %v", size, hist)
+			tb.Fatalf("after %s, the nodes do not all count %d members: members counted → nodes: %v", limit, size, hist)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -228,7 +231,13 @@ const (
 // queues it again on first receipt. Both clusters run at once and the
 // writes alternate between them (which one goes first alternates too), so
 // both see the same load of the shared machine. The writer rotates over
-// the nodes. Reported: p50 and p99 of each, and ours/raw.
+// the nodes. Reported: p50 and p99 of each, and ours/raw. With 30 writes
+// p99 is the slowest one. Gossip misses a node now and then (each node
+// sends a message RetransmitMult·⌈log10(N+1)⌉ times to random nodes):
+// ours-by-antientropy counts our writes that reached the last node only by
+// anti-entropy (after 10 s; they are in the percentiles, with their real
+// time), raw-missed the baseline messages that never reached every node
+// (left out of its percentiles, which flatters the baseline).
 func BenchmarkConvergence(b *testing.B) {
 	for _, size := range []int{3, 10, 50, 100} {
 		b.Run(fmt.Sprintf("N=%d", size), func(b *testing.B) {
@@ -244,8 +253,14 @@ func benchConvergence(b *testing.B, size int) {
 	nodes, _ := lanCluster(b, size, func(_ int, e vfs.Entry, _ bool) { ps.arrive(e.Path) })
 	raws, _ := rawCluster(b, size, func(_ int, id uint64) { ps.arrive(id) })
 
-	const limit = 30 * time.Second
+	// Gossip is done with a write within a few seconds. A node it missed
+	// gets the write from anti-entropy at a push/pull, within one
+	// interval plus memberlist's initial stagger; the baseline has no
+	// anti-entropy, so a node it missed never gets the message.
+	const gossipLimit = 10 * time.Second
+	oursLimit := pushPullInterval(memberlist.DefaultLANConfig().PushPullInterval, size) + 40*time.Second
 	var ours, raw []time.Duration
+	oursLate, rawMissed := 0, 0
 	writeOurs := func(i int, w *Node, path string, v []byte) {
 		p := newProbe(size)
 		ps.m.Store(path, p)
@@ -253,12 +268,15 @@ func benchConvergence(b *testing.B, size int) {
 		if _, err := w.Store().Put(path, v); err != nil {
 			b.Fatal(err)
 		}
-		took, err := p.wait(limit, size, "ours "+path)
+		took, err := p.wait(oursLimit, size, "ours "+path)
 		if err != nil {
 			b.Fatal(err)
 		}
 		if i >= convergenceWarmup {
 			ours = append(ours, took)
+			if took > gossipLimit {
+				oursLate++
+			}
 		}
 	}
 	writeRaw := func(i int, r *rawNode, msgLen int) {
@@ -270,13 +288,16 @@ func benchConvergence(b *testing.B, size int) {
 		ps.m.Store(id, p)
 		p.start = time.Now()
 		r.broadcast(msg)
-		took, err := p.wait(limit, size, fmt.Sprintf("raw message %d", id))
+		took, err := p.wait(gossipLimit, size, fmt.Sprintf("raw message %d", id))
+		if i < convergenceWarmup {
+			return
+		}
 		if err != nil {
-			b.Fatal(err)
+			b.Log(err)
+			rawMissed++
+			return
 		}
-		if i >= convergenceWarmup {
-			raw = append(raw, took)
-		}
+		raw = append(raw, took)
 	}
 
 	cpu0, wall0 := cpuTime(), time.Now()
@@ -301,6 +322,9 @@ func benchConvergence(b *testing.B, size int) {
 	b.StopTimer()
 	cpu := float64(cpuTime()-cpu0) / float64(time.Since(wall0))
 
+	if len(raw) == 0 {
+		b.Fatalf("the baseline missed a node with every one of its %d messages", rawMissed)
+	}
 	slices.Sort(ours)
 	slices.Sort(raw)
 	if testing.Verbose() {
@@ -315,6 +339,8 @@ func benchConvergence(b *testing.B, size int) {
 	b.ReportMetric(float64(o50)/float64(r50), "p50-ratio")
 	b.ReportMetric(float64(o99)/float64(r99), "p99-ratio")
 	b.ReportMetric(cpu, "cpu-cores")
+	b.ReportMetric(float64(oursLate), "ours-by-antientropy")
+	b.ReportMetric(float64(rawMissed), "raw-missed")
 }
 
 // deltaLen is the length of the gossip message that carries a write of v
