@@ -45,6 +45,7 @@ type Node struct {
 	departed map[string]Member // failed or left members, by name
 	joined   map[string]time.Time
 	catchUp  map[string]*time.Timer // writer → pending catch-up request
+	live     map[string]memberlist.Node
 
 	pushing sync.Map // peer name → struct{}: an anti-entropy push in flight
 	pulling sync.Map // path → struct{}: a large-value pull in flight
@@ -80,6 +81,7 @@ func Start(ctx context.Context, cfg Config, storeOpts vfs.Options) (*Node, error
 		departed: map[string]Member{},
 		joined:   map[string]time.Time{},
 		catchUp:  map[string]*time.Timer{},
+		live:     map[string]memberlist.Node{},
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.meta.Store(&Meta{API: cfg.APIAddr, Labels: cfg.Labels, Roles: cfg.Roles})
@@ -246,23 +248,21 @@ func (n *Node) Close() error {
 	return err
 }
 
-// Members lists every node this node knows of: the live ones from
-// memberlist, and failed or departed ones for a day.
+// Members lists every node this node knows of: the live ones, and failed
+// or departed ones for a day. It reads this node's own copy of the member
+// list, kept by the event delegate: the nodes memberlist's Members returns
+// are shared with memberlist, which changes them without a lock readers
+// can take.
 func (n *Node) Members() []Member {
-	// Ask memberlist before taking n.mu: memberlist calls the event
-	// delegate (which takes n.mu) while holding its own node lock.
-	live := n.ml.Load().Members()
 	now := time.Now()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	seen := map[string]bool{}
-	var out []Member
-	for _, m := range live {
-		seen[m.Name] = true
+	out := make([]Member, 0, len(n.live)+len(n.departed))
+	for _, m := range n.live {
 		out = append(out, n.memberLocked(m))
 	}
 	for name, m := range n.departed {
-		if seen[name] {
+		if _, ok := n.live[name]; ok {
 			continue
 		}
 		if now.Sub(m.Since) > departedRetention {
@@ -285,7 +285,7 @@ func (n *Node) Member(name string) (Member, bool) {
 	return Member{}, false
 }
 
-func (n *Node) memberLocked(m *memberlist.Node) Member {
+func (n *Node) memberLocked(m memberlist.Node) Member {
 	meta, err := decodeMeta(m.Meta)
 	if err != nil {
 		n.log.Warn("undecodable node metadata", "member", m.Name, "err", err)
@@ -301,13 +301,26 @@ func (n *Node) memberLocked(m *memberlist.Node) Member {
 	}
 }
 
+// liveNode returns a copy of a live member's memberlist node, to address
+// reliable messages to it.
 func (n *Node) liveNode(name string) *memberlist.Node {
-	for _, m := range n.ml.Load().Members() {
-		if m.Name == name {
-			return m
-		}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	m, ok := n.live[name]
+	if !ok {
+		return nil
 	}
-	return nil
+	return &m
+}
+
+// copyNode copies what this package reads of a memberlist node; memberlist
+// calls the event delegate with its node lock held, so the copy is
+// consistent.
+func copyNode(m *memberlist.Node) memberlist.Node {
+	c := *m
+	c.Addr = append(net.IP(nil), m.Addr...)
+	c.Meta = append([]byte(nil), m.Meta...)
+	return c
 }
 
 // events receives memberlist's membership changes.
@@ -315,8 +328,10 @@ type events Node
 
 func (e *events) NotifyJoin(m *memberlist.Node) {
 	n := (*Node)(e)
+	c := copyNode(m)
 	n.mu.Lock()
 	n.joined[m.Name] = time.Now()
+	n.live[m.Name] = c
 	delete(n.departed, m.Name)
 	n.mu.Unlock()
 	if m.Name != n.cfg.Name {
@@ -326,19 +341,29 @@ func (e *events) NotifyJoin(m *memberlist.Node) {
 
 func (e *events) NotifyLeave(m *memberlist.Node) {
 	n := (*Node)(e)
+	c := copyNode(m)
 	n.mu.Lock()
-	mem := n.memberLocked(m)
+	mem := n.memberLocked(c)
 	mem.Since = time.Now()
 	mem.State = StateFailed
-	if meta, err := decodeMeta(m.Meta); err == nil && meta.Leaving {
+	if meta, err := decodeMeta(c.Meta); err == nil && meta.Leaving {
 		mem.State = StateLeft
 	}
+	delete(n.live, m.Name)
 	n.departed[m.Name] = mem
 	n.mu.Unlock()
 	n.log.Info("member gone", "member", m.Name, "state", mem.State)
 }
 
-func (e *events) NotifyUpdate(m *memberlist.Node) {}
+func (e *events) NotifyUpdate(m *memberlist.Node) {
+	n := (*Node)(e)
+	c := copyNode(m)
+	n.mu.Lock()
+	if _, ok := n.live[m.Name]; ok {
+		n.live[m.Name] = c
+	}
+	n.mu.Unlock()
+}
 
 // slogWriter turns memberlist's log lines into slog records.
 type slogWriter struct{ log *slog.Logger }

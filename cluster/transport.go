@@ -130,5 +130,20 @@ func (t *partitionTransport) StreamCh() <-chan net.Conn { return t.inner.StreamC
 
 func (t *partitionTransport) Shutdown() error {
 	t.once.Do(func() { close(t.done) })
-	return t.inner.Shutdown()
+	// The inner transport's UDP listener may be blocked handing a packet
+	// to a channel nobody reads any more; drain it until it has stopped,
+	// or its Shutdown waits for ever.
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-t.inner.PacketCh():
+			case <-stop:
+				return
+			}
+		}
+	}()
+	err := t.inner.Shutdown()
+	close(stop)
+	return err
 }

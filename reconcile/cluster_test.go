@@ -69,14 +69,6 @@ func perNode(tb testing.TB, agents ...*agent) map[string]int {
 }
 
 func TestLoopThreeNodesSpreadFailoverNoFlap(t *testing.T) {
-	if raceEnabled {
-		// cluster.Node.Members reads memberlist's *Node fields (Meta,
-		// Addr, State) while memberlist's packet handler updates them: a
-		// race inside package cluster, not in the loop, reported to its
-		// owner. The loop's own concurrency is covered by the one-node
-		// tests under -race.
-		t.Skip("cluster.Node.Members races with memberlist's alive handler (package cluster)")
-	}
 	marker := newMarker(t)
 	t.Cleanup(func() { killMarked(marker) })
 	net := cluster.NewPartition()
