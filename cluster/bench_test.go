@@ -30,10 +30,11 @@ import (
 // The benchmarks below run whole clusters of real memberlist nodes on
 // loopback, on DefaultConfig (memberlist's LAN profile: gossip every
 // 200 ms to 3 nodes, probe every second, push/pull every 30 s scaled up
-// with the cluster size). They take minutes, not seconds; run them one at
-// a time with -benchtime=1x, e.g.
+// with the cluster size). One iteration is a whole experiment and takes
+// seconds to minutes, so run them with -benchtime=1x; all of them take
+// about ten minutes:
 //
-//	go test ./cluster/ -run '^$' -bench 'Convergence|Bandwidth|NodeMemory' -benchtime=1x -timeout 30m
+//	go test ./cluster/ -run '^$' -bench . -benchtime=1x -timeout 40m
 
 // benchValue returns a CBOR byte string of size bytes in all, of random
 // content so that memberlist's compression does not flatter the numbers.
@@ -55,10 +56,11 @@ func benchValue(tb testing.TB, size int) []byte {
 }
 
 // lanCluster starts size Nodes (in-memory stores) on DefaultConfig over
-// counting loopback transports, joins them through the first one and waits
+// counting loopback transports, in the gossip phases ph (nil: new random
+// ones), joins them through the first one and waits
 // until every node counts every member. onChange, if set, is every store's
 // OnChange hook, told which node it runs on.
-func lanCluster(tb testing.TB, size int, onChange func(node int, e vfs.Entry, local bool)) ([]*Node, []*countingTransport) {
+func lanCluster(tb testing.TB, size int, ph *phases, onChange func(node int, e vfs.Entry, local bool)) ([]*Node, []*countingTransport) {
 	tb.Helper()
 	nodes := make([]*Node, size)
 	trs := make([]*countingTransport, size)
@@ -70,11 +72,13 @@ func lanCluster(tb testing.TB, size int, onChange func(node int, e vfs.Entry, lo
 		}
 	})
 	quiet := slog.New(slog.DiscardHandler)
-	spread := gossipPhases(size)
+	if ph == nil {
+		ph = newPhases(size)
+	}
 	for i := range nodes {
-		spread(i)
 		tr, addr := newCountingTransport(tb)
 		trs[i] = tr
+		ph.wait(i)
 		cfg := DefaultConfig()
 		cfg.Name = fmt.Sprintf("n%d", i)
 		cfg.BindAddr = addr
@@ -102,24 +106,38 @@ func lanCluster(tb testing.TB, size int, onChange func(node int, e vfs.Entry, lo
 	return nodes, trs
 }
 
-// gossipPhases returns a function to call before starting node i of size
-// that spreads the start times over one gossip interval in random order.
-// memberlist's gossip ticker starts when the node does (its "stagger" delays
-// only the first tick), so nodes created in a tight loop gossip in lockstep:
-// every hop then waits a whole interval instead of half of one on average,
-// as it does in a real cluster whose nodes started at unrelated times.
-func gossipPhases(size int) func(i int) {
-	interval := gossipInterval
-	at := make([]time.Duration, size)
-	for i := range at {
-		at[i] = time.Duration(mrand.Int64N(int64(interval)))
+// phases spreads the start times of a cluster's nodes over one gossip
+// interval in random order. memberlist's gossip ticker starts when the node
+// does (its "stagger" delays only the first tick), so nodes created in a
+// tight loop gossip in lockstep: every hop then waits a whole interval
+// instead of half of one on average, as it does in a real cluster whose
+// nodes started at unrelated times.
+type phases struct {
+	at    []time.Duration // offset of node i within the interval
+	start time.Time
+}
+
+func newPhases(size int) *phases {
+	p := &phases{at: make([]time.Duration, size), start: time.Now()}
+	for i := range p.at {
+		p.at[i] = time.Duration(mrand.Int64N(int64(gossipInterval)))
 	}
-	slices.Sort(at)
-	start := time.Now()
-	return func(i int) {
-		if d := time.Until(start.Add(at[i])); d > 0 {
-			time.Sleep(d) // the start phase itself, not a wait for a condition
-		}
+	slices.Sort(p.at)
+	return p
+}
+
+// again starts the same layout over at the next interval boundary, so a
+// second cluster gossips in the same phases as the first, node for node:
+// with few nodes, one layout can be luckier than another for a whole run.
+func (p *phases) again() {
+	elapsed := time.Since(p.start)
+	p.start = p.start.Add((elapsed/gossipInterval + 1) * gossipInterval)
+}
+
+// wait returns at node i's start time.
+func (p *phases) wait(i int) {
+	if d := time.Until(p.start.Add(p.at[i])); d > 0 {
+		time.Sleep(d) // the start phase itself, not a wait for a condition
 	}
 }
 
@@ -230,7 +248,8 @@ const (
 // memberlist delegate that broadcasts a message of the same length and
 // queues it again on first receipt. Both clusters run at once and the
 // writes alternate between them (which one goes first alternates too), so
-// both see the same load of the shared machine. The writer rotates over
+// both see the same load of the shared machine; node i of both gossips in
+// the same phase. The writer rotates over
 // the nodes. Reported: p50 and p99 of each, and ours/raw. With 30 writes
 // p99 is the slowest one. Gossip misses a node now and then (each node
 // sends a message RetransmitMult·⌈log10(N+1)⌉ times to random nodes):
@@ -250,8 +269,10 @@ func BenchmarkConvergence(b *testing.B) {
 
 func benchConvergence(b *testing.B, size int) {
 	var ps probes
-	nodes, _ := lanCluster(b, size, func(_ int, e vfs.Entry, _ bool) { ps.arrive(e.Path) })
-	raws, _ := rawCluster(b, size, func(_ int, id uint64) { ps.arrive(id) })
+	ph := newPhases(size)
+	nodes, _ := lanCluster(b, size, ph, func(_ int, e vfs.Entry, _ bool) { ps.arrive(e.Path) })
+	ph.again()
+	raws, _ := rawCluster(b, size, ph, func(_ int, id uint64) { ps.arrive(id) })
 
 	// Gossip is done with a write within a few seconds. A node it missed
 	// gets the write from anti-entropy at a push/pull, within one
@@ -412,7 +433,7 @@ func benchGossipBandwidth(b *testing.B) {
 	lan := memberlist.DefaultLANConfig()
 	window := pushPullInterval(lan.PushPullInterval, size)
 	created := time.Now()
-	nodes, trs := lanCluster(b, size, nil)
+	nodes, trs := lanCluster(b, size, nil, nil)
 
 	// The join leaves memberlist's queues full of alive messages; idle
 	// means they have drained, when only probes (a ping and an ack per

@@ -206,9 +206,10 @@ func (c *countingConn) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// rawCluster starts size baseline nodes joined through the first one and
-// waits until every node counts every member.
-func rawCluster(tb testing.TB, size int, arrived func(node int, id uint64)) ([]*rawNode, []*countingTransport) {
+// rawCluster starts size baseline nodes in the gossip phases ph (nil: new
+// random ones), joined through the first one, and waits until every node
+// counts every member.
+func rawCluster(tb testing.TB, size int, ph *phases, arrived func(node int, id uint64)) ([]*rawNode, []*countingTransport) {
 	tb.Helper()
 	nodes := make([]*rawNode, size)
 	trs := make([]*countingTransport, size)
@@ -219,11 +220,13 @@ func rawCluster(tb testing.TB, size int, arrived func(node int, id uint64)) ([]*
 			}
 		}
 	})
-	spread := gossipPhases(size)
+	if ph == nil {
+		ph = newPhases(size)
+	}
 	for i := range nodes {
-		spread(i)
 		tr, addr := newCountingTransport(tb)
 		trs[i] = tr
+		ph.wait(i)
 		nodes[i] = startRawNode(tb, fmt.Sprintf("r%d", i), tr, addr, func(id uint64) { arrived(i, id) })
 	}
 	seed := nodes[0].ml.LocalNode().Address()
