@@ -65,12 +65,14 @@ type Syncer struct {
 
 	trigger Trigger
 
-	mu       sync.Mutex
-	status   SyncStatus
-	refused  string // the last commit refused, to log its diagnostics once
-	done     uint64 // syncs finished
-	doneCond *sync.Cond
-	lastErr  error
+	mu        sync.Mutex
+	status    SyncStatus
+	refused   string // the last commit refused, to log its diagnostics once
+	started   uint64 // syncs started
+	done      uint64 // syncs finished
+	doneCond  *sync.Cond
+	completed SyncStatus // the status as the last finished sync left it
+	lastErr   error
 }
 
 func (s *Syncer) log() *slog.Logger {
@@ -112,12 +114,10 @@ func (s *Syncer) Fire(reason string) { s.trigger.Fire(reason) }
 func (s *Syncer) SyncNow(ctx context.Context, reason string) (SyncStatus, error) {
 	s.init()
 	s.mu.Lock()
-	// A sync running now may have started before this call; wait for the
-	// one after it.
-	target := s.done + 2
-	if s.status.State != StateSyncing {
-		target = s.done + 1
-	}
+	// Syncs run one after another, so the first to start after this point
+	// is number started+1; a sync running now may have fetched before
+	// the caller's commit, so it does not count.
+	target := s.started + 1
 	s.mu.Unlock()
 	s.Fire(reason)
 	stop := context.AfterFunc(ctx, func() {
@@ -132,9 +132,9 @@ func (s *Syncer) SyncNow(ctx context.Context, reason string) (SyncStatus, error)
 		s.doneCond.Wait()
 	}
 	if err := ctx.Err(); err != nil {
-		return s.status, err
+		return s.completed, err
 	}
-	return s.status, s.lastErr
+	return s.completed, s.lastErr
 }
 
 // Status is the syncer's current state.
@@ -146,7 +146,10 @@ func (s *Syncer) Status() SyncStatus {
 }
 
 func (s *Syncer) sync(ctx context.Context, reasons []string) error {
-	s.setState(func(st *SyncStatus) { st.State = StateSyncing })
+	s.mu.Lock()
+	s.started++
+	s.status.State = StateSyncing
+	s.mu.Unlock()
 	err := s.syncOnce(ctx)
 	s.mu.Lock()
 	s.status.LastSync = s.now().UTC()
@@ -157,6 +160,7 @@ func (s *Syncer) sync(ctx context.Context, reasons []string) error {
 	s.publishStatus(st)
 	s.mu.Lock()
 	s.done++
+	s.completed = st
 	s.lastErr = err
 	s.doneCond.Broadcast()
 	s.mu.Unlock()
