@@ -259,3 +259,32 @@ func waitUntil(tb testing.TB, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestSyncerRefusesUnsignedCommitWithVerification(t *testing.T) {
+	repo := gittest.NewRepo(t)
+	c1 := repo.Commit("unsigned", map[string]string{"ctx/web.cue": webV1})
+	v, err := ParseVerify("ssh:" + writeAllowedSigners(t, "ada@example.com "+authorized(newSSHSigner(t).PublicKey())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := newStore(t, "n1")
+	dir := t.TempDir()
+	s := &Syncer{
+		Tree:  &GitTree{Source: &Source{URL: repo.Dir, CacheDir: filepath.Join(dir, "cache"), Verify: v}, WorkDir: filepath.Join(dir, "work")},
+		Store: store,
+		Node:  "n1",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx)
+	st := syncNow(t, s)
+	if st.State != StateInvalid || st.Commit != c1 || !strings.Contains(st.Error, "not signed") {
+		t.Fatalf("status %+v, want the unsigned commit refused with the reason", st)
+	}
+	if _, ok := currentManifest(store); ok {
+		t.Fatal("an unsigned commit was published")
+	}
+	if _, ok := store.Get("/itg/n1/gitsync"); !ok {
+		t.Fatal("no /itg/n1/gitsync for a refused commit")
+	}
+}
