@@ -14,6 +14,7 @@ import (
 	"github.com/ctxos/ctxos/cluster"
 	"github.com/ctxos/ctxos/cluster/props"
 	"github.com/ctxos/ctxos/gitsync"
+	"github.com/ctxos/ctxos/reconcile"
 	"github.com/ctxos/ctxos/schema"
 )
 
@@ -48,7 +49,7 @@ func printStatus(w io.Writer, st cluster.StatusView, now time.Time) {
 	fmt.Fprintf(w, "node %s\n", st.Node)
 	var m schema.Manifest
 	if len(st.Revision) > 0 && json.Unmarshal(st.Revision, &m) == nil && m.Commit != "" {
-		fmt.Fprintf(w, "desired state: commit %.12s, generation %d", m.Commit, m.Generation)
+		fmt.Fprintf(w, "desired state: commit %s, generation %d", shortRev(m.Commit), m.Generation)
 		if m.Subject != "" {
 			fmt.Fprintf(w, ", %q", m.Subject)
 		}
@@ -99,7 +100,7 @@ func printStatus(w io.Writer, st cluster.StatusView, now time.Time) {
 			continue
 		}
 		node := strings.TrimSuffix(strings.TrimPrefix(e.Path, "/run/"), "/gitsync")
-		fmt.Fprintf(w, "\nsync on %s: %s, newest commit %.12s", node, ss.State, ss.Commit)
+		fmt.Fprintf(w, "\nsync on %s: %s, newest commit %s", node, ss.State, shortRev(ss.Commit))
 		if ss.Subject != "" {
 			fmt.Fprintf(w, " %q", ss.Subject)
 		}
@@ -119,15 +120,39 @@ func printStatus(w io.Writer, st cluster.StatusView, now time.Time) {
 	}
 	if len(st.Progress) > 0 {
 		fmt.Fprintln(w, "\nprogress:")
-		for _, p := range st.Progress {
-			node := strings.TrimSuffix(strings.TrimPrefix(p.Path, "/run/"), "/progress")
-			fmt.Fprintf(w, "  %s: %s\n", node, compactJSON(p.Value))
+		for _, e := range st.Progress {
+			node := strings.TrimSuffix(strings.TrimPrefix(e.Path, "/run/"), "/progress")
+			var p reconcile.Progress
+			if json.Unmarshal(e.Value, &p) != nil {
+				fmt.Fprintf(w, "  %s: %s\n", node, compactJSON(e.Value))
+				continue
+			}
+			fmt.Fprintf(w, "  %s: %s, generation %d, %d of %d instances running, steps %d/%d done", node, p.State, p.Generation, p.Running, p.Desired, p.Steps.Done, p.Steps.Total)
+			if p.Steps.Failed > 0 {
+				fmt.Fprintf(w, ", %d failed", p.Steps.Failed)
+			}
+			if p.Steps.Waiting > 0 {
+				fmt.Fprintf(w, ", %d waiting", p.Steps.Waiting)
+			}
+			fmt.Fprintln(w)
 		}
 	}
-	if len(st.Integrity) > 0 {
+	var problems []string
+	for _, e := range st.Integrity {
+		if strings.HasSuffix(e.Path, "/gitsync") {
+			continue // shown with the sync state above
+		}
+		var p reconcile.Problem
+		if json.Unmarshal(e.Value, &p) == nil && p.Reason != "" {
+			problems = append(problems, fmt.Sprintf("  %s: %s %s: %s", e.Path, p.Kind, p.Name, p.Reason))
+			continue
+		}
+		problems = append(problems, fmt.Sprintf("  %s: %s", e.Path, compactJSON(e.Value)))
+	}
+	if len(problems) > 0 {
 		fmt.Fprintln(w, "\nproblems:")
-		for _, e := range st.Integrity {
-			fmt.Fprintf(w, "  %s: %s\n", e.Path, compactJSON(e.Value))
+		for _, p := range problems {
+			fmt.Fprintln(w, p)
 		}
 	}
 }
