@@ -118,6 +118,8 @@ type Reconciler struct {
 	wakeAt     time.Time         // earliest retry due
 
 	lastMid atomic.Pointer[time.Time] // last publishDuring, from step goroutines
+
+	health *healthProbes // health checks of running instances (rollout.go)
 }
 
 type retry struct {
@@ -185,6 +187,7 @@ func New(cfg Config) (*Reconciler, error) {
 		itgKeys:   map[string]bool{},
 	}
 	r.progress = Progress{Node: cfg.Node, State: ProgressNoSnapshot}
+	r.health = newHealthProbes(r.log, func(id string) { r.Trigger("health " + id) })
 	return r, nil
 }
 
@@ -224,6 +227,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		cancel()
 		wg.Wait()
 	}()
+	defer r.health.stop()
 	for _, prefix := range []string{"/sys", "/ctx", "/mid", "/hw", "/run"} {
 		ch := r.cfg.Store.Watch(ctx, prefix)
 		wg.Add(1)
@@ -535,6 +539,9 @@ func (r *Reconciler) pass(ctx context.Context) {
 	for key, reason := range d.Problems {
 		ps.problem(key, key, reason)
 	}
+	if ctxs, err := snap.Ctxs(); err == nil {
+		r.syncHealth(ctx, ps, ctxs)
+	}
 
 	// 4. Plan per driver and turn changes into steps.
 	jobs := r.planJobs(ctx, ps, observeOK, running)
@@ -714,6 +721,9 @@ func (r *Reconciler) currentPlacement(others map[string]map[string]InstanceStatu
 func (r *Reconciler) statusOf(drv string, in drivers.Instance) InstanceStatus {
 	st := InstanceStatus{Driver: drv, SpecHash: in.SpecHash, State: in.State, Pid: in.Pid, StartedAt: in.StartedAt,
 		Restarts: in.Restarts, ExitCode: in.ExitCode, Message: in.Message}
+	if res, ok := r.health.result(in.ID); ok && in.State == drivers.Running {
+		st.Healthy, st.Health = res.Healthy, res.Message
+	}
 	if in.Spec != nil {
 		st.Kind, st.Name = in.Spec.Kind, in.Spec.Name
 	}
@@ -758,6 +768,7 @@ func (r *Reconciler) planJobs(ctx context.Context, ps *passState, observeOK map[
 	}
 	ctxs, _ := ps.snap.Ctxs()
 	mids, _ := ps.snap.Mids()
+	ro := r.newRollout(ps, ctxs)
 	planned := map[string]bool{}
 	var jobs []job
 	for _, drvName := range sortedNames(r.cfg.Drivers) {
@@ -818,6 +829,14 @@ func (r *Reconciler) planJobs(ctx context.Context, ps *passState, observeOK map[
 			}
 			if c.Action != drivers.Delete && len(u.Requires) > 0 {
 				if why := unmet(u.Requires, ctxs, mids, running); why != "" {
+					planned[step.ID] = true
+					ps.skipped++
+					r.markWaiting(step, why)
+					continue
+				}
+			}
+			if c.Action == drivers.Replace && u.Kind == drivers.KindCTX {
+				if why := ro.admit(c.ID, u.Name); why != "" {
 					planned[step.ID] = true
 					ps.skipped++
 					r.markWaiting(step, why)
@@ -1057,6 +1076,9 @@ func (r *Reconciler) finishPass(ctx context.Context, ps *passState) {
 			switch {
 			case ok && st.State == drivers.Running:
 				p.Running++
+				if st.Healthy != nil && !*st.Healthy {
+					ps.problem(ProblemKey(u.Kind, u.Name), id, "unhealthy: "+st.Health)
+				}
 			case ok && st.Message != "":
 				ps.problem(ProblemKey(u.Kind, u.Name), id, string(st.State)+": "+st.Message)
 			}

@@ -34,6 +34,12 @@ type InstanceStatus struct {
 	Restarts  int           `cbor:"restarts,omitempty" json:"restarts,omitempty"`
 	ExitCode  int           `cbor:"exitCode,omitempty" json:"exitCode,omitempty"`
 	Message   string        `cbor:"message,omitempty" json:"message,omitempty"`
+	// Healthy is the health check's verdict on a running instance of a
+	// CTX that has one: true after threshold passes in a row, false after
+	// threshold failures, absent before either or without a check.
+	Healthy *bool `cbor:"healthy,omitempty" json:"healthy,omitempty"`
+	// Health is the last check's outcome, for status and /itg.
+	Health string `cbor:"health,omitempty" json:"health,omitempty"`
 }
 
 // States of [Progress].
