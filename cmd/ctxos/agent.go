@@ -206,6 +206,7 @@ func (a *agent) startReconciler() error {
 	}
 	a.reconciler = r
 	a.api.Handle("GET /v1/history", serveHistory(a.cfg.name, j))
+	a.api.Handle("GET /v1/logs/{id}", serveLogs(a.cfg.name, a.drivers, logPoll))
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stopReconciler = func() {
 		cancel()
