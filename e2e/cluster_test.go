@@ -127,14 +127,15 @@ func (c *Cluster) addNamespace(ns string) {
 }
 
 // teardown kills agents and workloads and deletes the namespaces; on
-// failure it first prints the end of every agent's log.
+// failure (or with CTXOS_E2E_LOGS=1) it first prints the end of every
+// agent's log.
 func (c *Cluster) teardown() {
-	if c.t.Failed() {
+	if c.t.Failed() || os.Getenv("CTXOS_E2E_LOGS") != "" {
 		for _, h := range c.Hosts {
 			b, _ := os.ReadFile(h.logPath)
 			lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-			if len(lines) > 40 {
-				lines = lines[len(lines)-40:]
+			if len(lines) > 60 {
+				lines = lines[len(lines)-60:]
 			}
 			c.t.Logf("--- last lines of %s's log (%s)\n%s", h.Name, h.logPath, strings.Join(lines, "\n"))
 		}
@@ -290,10 +291,14 @@ func (h *Host) setLink(t testing.TB, up bool) {
 
 // ctxos runs the CLI inside the host's namespace against its own agent.
 func (h *Host) ctxos(args ...string) (stdout, stderr string, code int) {
+	return h.run(append(args, "--api", h.apiAddr())...)
+}
+
+// run runs the CLI inside the host's namespace with args as given.
+func (h *Host) run(args ...string) (stdout, stderr string, code int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	full := append([]string{"netns", "exec", h.NS, ctxosBin}, args...)
-	full = append(full, "--api", h.apiAddr())
 	return runCmd(ctx, h.c.dir, nil, "ip", full...)
 }
 

@@ -244,7 +244,18 @@ func teardownAll() {
 // what was awaited and cond's last reason.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	if err := poll(timeout, cond); err != nil {
+	start, last := time.Now(), ""
+	err := poll(timeout, func() (bool, string) {
+		ok, why := cond()
+		// Each new reason is logged once: the log shows what the cluster
+		// went through while converging, and where it got stuck.
+		if !ok && why != last && testing.Verbose() {
+			t.Logf("[+%.1fs] %s: %s", time.Since(start).Seconds(), what, why)
+		}
+		last = why
+		return ok, why
+	})
+	if err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
 }

@@ -45,6 +45,7 @@ type (
 		Generation uint64 `json:"generation"`
 		Commit     string `json:"commit"`
 		State      string `json:"state"`
+		Message    string `json:"message"`
 		Converged  bool   `json:"converged"`
 		Desired    int    `json:"desired"`
 		Running    int    `json:"running"`
@@ -213,7 +214,7 @@ func (c *Cluster) check(hosts []*Host, want map[string]int, commit string) (Plac
 			return nil, false, fmt.Sprintf("%s: progress on commit %.12s, want %.12s", h.Name, p.Commit, commit)
 		}
 		if !p.Converged {
-			return nil, false, fmt.Sprintf("%s: progress %s (%d of %d running)", h.Name, p.State, p.Running, p.Desired)
+			return nil, false, fmt.Sprintf("%s: progress %s (%d of %d running) %s", h.Name, p.State, p.Running, p.Desired, p.Message)
 		}
 		var pids []int
 		for id, in := range v.running() {
