@@ -244,15 +244,15 @@ func teardownAll() {
 // what was awaited and cond's last reason.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	start, last := time.Now(), ""
+	start, seen := time.Now(), map[string]bool{}
 	err := poll(timeout, func() (bool, string) {
 		ok, why := cond()
-		// Each new reason is logged once: the log shows what the cluster
-		// went through while converging, and where it got stuck.
-		if !ok && why != last && testing.Verbose() {
+		// Each reason is logged the first time: the log shows what the
+		// cluster went through while converging, and where it got stuck.
+		if !ok && !seen[why] && testing.Verbose() {
 			t.Logf("[+%.1fs] %s: %s", time.Since(start).Seconds(), what, why)
 		}
-		last = why
+		seen[why] = true
 		return ok, why
 	})
 	if err != nil {
