@@ -24,9 +24,13 @@ import (
 // nodes may have up to N·maxUnavailable instances down at once
 // cluster-wide.
 //
-// Replacing an instance that is already unavailable costs nothing, so it
-// is always allowed: a rollout that fixes a broken CTX (every instance
-// unhealthy) is not blocked by the very instances it fixes.
+// Replacing an instance that is known to be down (not running, or failing
+// its check threshold times) costs nothing, so it is always allowed: a
+// rollout that fixes a broken CTX (every instance unhealthy) is not
+// blocked by the very instances it fixes. An instance whose check has no
+// verdict yet (it just started, or the agent just restarted) counts as
+// unavailable but is not free to replace: after a restart mid-rollout the
+// remaining replaces wait for the checks instead of all starting at once.
 
 // rollout is one pass's count of unavailable instances per CTX, which the
 // replaces it admits add to.
@@ -34,12 +38,13 @@ type rollout struct {
 	max       map[string]int      // CTX name → maxUnavailable
 	hasHealth map[string]bool     // CTX name → it has a health check
 	down      map[string][]string // CTX name → its unavailable instance ids here, sorted
+	known     map[string]bool     // instance ids known to be down (not just unchecked)
 }
 
 // newRollout counts the unavailable instances of every CTX desired on this
 // node, from what the pass observed and the health results.
 func (r *Reconciler) newRollout(ps *passState, ctxs map[string]schema.Ctx) *rollout {
-	ro := &rollout{max: map[string]int{}, hasHealth: map[string]bool{}, down: map[string][]string{}}
+	ro := &rollout{max: map[string]int{}, hasHealth: map[string]bool{}, down: map[string][]string{}, known: map[string]bool{}}
 	observed := map[string]drivers.Instance{}
 	for _, insts := range ps.observed {
 		for _, in := range insts {
@@ -54,10 +59,15 @@ func (r *Reconciler) newRollout(ps *passState, ctxs map[string]schema.Ctx) *roll
 		ro.max[u.Name] = max(c.Rollout.MaxUnavailable, 1)
 		ro.hasHealth[u.Name] = c.Health != nil
 		in, ok := observed[id]
-		available := ok && in.State == drivers.Running
-		if available && c.Health != nil {
+		running := ok && in.State == drivers.Running
+		available := running
+		if running && c.Health != nil {
 			res, _ := r.health.result(id)
 			available = res.Healthy != nil && *res.Healthy
+			ro.known[id] = res.Healthy != nil && !*res.Healthy
+		}
+		if !running {
+			ro.known[id] = true
 		}
 		if !available {
 			ro.down[u.Name] = append(ro.down[u.Name], id)
@@ -73,12 +83,14 @@ func (r *Reconciler) newRollout(ps *passState, ctxs map[string]schema.Ctx) *roll
 // and counts it as unavailable if so; otherwise it returns why it waits.
 func (ro *rollout) admit(id, name string) string {
 	down := ro.down[name]
-	if slices.Contains(down, id) {
+	if ro.known[id] {
 		return ""
 	}
 	limit := max(ro.max[name], 1)
 	if len(down) < limit {
-		ro.down[name] = append(down, id)
+		if !slices.Contains(down, id) {
+			ro.down[name] = append(down, id)
+		}
 		return ""
 	}
 	what := "run"

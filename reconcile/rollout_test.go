@@ -17,19 +17,24 @@ func TestRolloutAdmit(t *testing.T) {
 		max       int
 		health    bool
 		down      []string
+		known     []string // of down, those known down (not unchecked)
 		replaces  []string
 		wantAdmit []string
 		wantWhy   string // the reason of the first refused replace
 	}{
-		{"one at a time", 1, false, nil, []string{"ctx.web.0", "ctx.web.1", "ctx.web.2"}, []string{"ctx.web.0"},
+		{"one at a time", 1, false, nil, nil, []string{"ctx.web.0", "ctx.web.1", "ctx.web.2"}, []string{"ctx.web.0"},
 			"rollout: 1 of 1 unavailable, waiting for ctx.web.0 to run"},
-		{"two at a time", 2, false, nil, []string{"ctx.web.0", "ctx.web.1", "ctx.web.2"}, []string{"ctx.web.0", "ctx.web.1"},
+		{"two at a time", 2, false, nil, nil, []string{"ctx.web.0", "ctx.web.1", "ctx.web.2"}, []string{"ctx.web.0", "ctx.web.1"},
 			"rollout: 2 of 2 unavailable, waiting for ctx.web.0, ctx.web.1 to run"},
-		{"health", 1, true, []string{"ctx.web.0"}, []string{"ctx.web.1", "ctx.web.2"}, nil,
+		{"health", 1, true, []string{"ctx.web.0"}, nil, []string{"ctx.web.1", "ctx.web.2"}, nil,
 			"rollout: 1 of 1 unavailable, waiting for ctx.web.0 to be healthy"},
-		{"replacing what is down is free", 1, true, []string{"ctx.web.0", "ctx.web.1"}, []string{"ctx.web.0", "ctx.web.1", "ctx.web.2"},
+		{"replacing what is down is free", 1, true, []string{"ctx.web.0", "ctx.web.1"}, []string{"ctx.web.0", "ctx.web.1"},
+			[]string{"ctx.web.0", "ctx.web.1", "ctx.web.2"},
 			[]string{"ctx.web.0", "ctx.web.1"}, "rollout: 2 of 1 unavailable, waiting for ctx.web.0, ctx.web.1 to be healthy"},
-		{"zero means one", 0, false, nil, []string{"ctx.web.0", "ctx.web.1"}, []string{"ctx.web.0"},
+		{"unchecked is not free", 1, true, []string{"ctx.web.0", "ctx.web.1", "ctx.web.2"}, nil,
+			[]string{"ctx.web.0", "ctx.web.1", "ctx.web.2"},
+			nil, "rollout: 3 of 1 unavailable, waiting for ctx.web.0, ctx.web.1, ctx.web.2 to be healthy"},
+		{"zero means one", 0, false, nil, nil, []string{"ctx.web.0", "ctx.web.1"}, []string{"ctx.web.0"},
 			"rollout: 1 of 1 unavailable, waiting for ctx.web.0 to run"},
 	}
 	for _, tt := range tests {
@@ -38,6 +43,10 @@ func TestRolloutAdmit(t *testing.T) {
 				max:       map[string]int{"web": tt.max},
 				hasHealth: map[string]bool{"web": tt.health},
 				down:      map[string][]string{"web": slices.Clone(tt.down)},
+				known:     map[string]bool{},
+			}
+			for _, id := range tt.known {
+				ro.known[id] = true
 			}
 			var admitted []string
 			why := ""
