@@ -11,31 +11,44 @@ import (
 	"time"
 )
 
-// runningCluster is a 3-host cluster running web with 3 instances, one
-// per host, converged.
-func runningCluster(t *testing.T) (*Cluster, string) {
+// runningCluster is a 3-host cluster running web with 3 instances
+// (spread), converged. It also returns the host a fault should hit: the
+// last one running an instance, so the fault always takes instances away.
+// (Placed at cluster formation, all 3 may land on one host: see the
+// report on the join grace.)
+func runningCluster(t *testing.T) (*Cluster, string, *Host) {
 	t.Helper()
 	repo := newRepo(t, map[string]int{"web": 3})
 	c := newCluster(t, 3, repo)
 	commit := repo.Git("rev-parse", "HEAD")
 	placed, _ := c.waitConverged(t, c.Hosts, map[string]int{"web": 3}, commit, 90*time.Second)
 	t.Logf("placement: %s", placed.PerHost())
-	return c, commit
+	var target *Host
+	for _, h := range c.Hosts {
+		if countOn(placed, h.Name) > 0 {
+			target = h
+		}
+	}
+	return c, commit, target
 }
 
 // TestHostLoss: a host dies (kill -9 of its agent and workloads, its
 // namespace deleted); its instances run again on the other hosts.
 func TestHostLoss(t *testing.T) {
 	requireHosts(t)
-	c, commit := runningCluster(t)
-	victim := c.Host("n3")
-	survivors := []*Host{c.Host("n1"), c.Host("n2")}
+	c, commit, victim := runningCluster(t)
+	var survivors []*Host
+	for _, h := range c.Hosts {
+		if h != victim {
+			survivors = append(survivors, h)
+		}
+	}
 	before, beforeOn := c.pids(t), placementOf(t, c)
 
 	start := time.Now()
 	victim.lose(t)
 	placed, at := c.waitConverged(t, survivors, map[string]int{"web": 3}, commit, 90*time.Second)
-	figure(t, "host-loss-to-running-elsewhere", 3, at.Sub(start), "")
+	figure(t, "host-loss-to-running-elsewhere", 3, at.Sub(start), fmt.Sprintf("lost=%s instances=%d", victim.Name, countOn(beforeOn, victim.Name)))
 	if n := countOn(placed, victim.Name); n != 0 {
 		t.Errorf("%d instances still placed on the lost host", n)
 	}
@@ -54,8 +67,8 @@ func TestHostLoss(t *testing.T) {
 // running twice.
 func TestPartition(t *testing.T) {
 	requireHosts(t)
-	c, commit := runningCluster(t)
-	cut := c.Host("n3")
+	c, commit, cut := runningCluster(t)
+	t.Logf("cutting %s off", cut.Name)
 	before := c.pids(t)
 
 	cut.setLink(t, false)
@@ -95,7 +108,7 @@ func TestPartition(t *testing.T) {
 // each agent adopts the processes it ran instead of starting new ones.
 func TestRollingRestart(t *testing.T) {
 	requireHosts(t)
-	c, commit := runningCluster(t)
+	c, commit, _ := runningCluster(t)
 	before := c.pids(t)
 	beforePids := pidSet(before)
 
