@@ -96,6 +96,9 @@ type Reconciler struct {
 	reason    atomic.Pointer[string]
 	newestGen atomic.Uint64 // generation of the newest manifest seen by the watch
 	running   atomic.Bool
+	// republish makes the next pass write /run/<node>/instances even when
+	// unchanged (the member list changed).
+	republish atomic.Bool
 	started   time.Time // when Run began
 
 	// mu guards progress and published, and attempts, retries and waiting
@@ -328,6 +331,10 @@ func (r *Reconciler) pollMembers(ctx context.Context) {
 		}
 		if cur := strings.Join(r.liveMembers(), ","); cur != last {
 			last = cur
+			// Write our instances afresh: a member that just joined
+			// ignores entries older than its join for JoinGrace, and an
+			// idle node would otherwise never write them again.
+			r.republish.Store(true)
 			r.Trigger("members " + cur)
 		}
 	}
@@ -1058,6 +1065,9 @@ func (r *Reconciler) finishPass(ctx context.Context, ps *passState) {
 		}
 	}
 	if observeOK {
+		if r.republish.Swap(false) {
+			r.forget("/run/" + node + "/" + runInstances)
+		}
 		r.put("/run/"+node+"/"+runInstances, statuses)
 	}
 
@@ -1215,6 +1225,13 @@ func isProblemKey(key string) bool {
 
 // put writes v at path when its encoding differs from what this loop last
 // wrote there, so an idle node does not gossip.
+// forget makes the next put of path write even an unchanged value.
+func (r *Reconciler) forget(path string) {
+	r.mu.Lock()
+	delete(r.published, path)
+	r.mu.Unlock()
+}
+
 func (r *Reconciler) put(path string, v any) {
 	b, err := vfs.Encode(v)
 	if err != nil {
