@@ -46,6 +46,13 @@ type Config struct {
 	// without this two sides of a healed partition would stay apart.
 	ReconnectInterval time.Duration
 
+	// CatchUpInterval is how often the node sends its digest to one random
+	// live member, which answers with what the node lacks. Gossip drops a
+	// delta for some node now and then (memberlist sends each message only
+	// a few times); this repairs it in seconds rather than at the next
+	// push/pull (30 s or more).
+	CatchUpInterval time.Duration
+
 	Logger *slog.Logger
 
 	profile func() *memberlist.Config
@@ -60,6 +67,7 @@ func DefaultConfig() Config {
 		InlineLimit:       1000,
 		PullTimeout:       10 * time.Second,
 		ReconnectInterval: 10 * time.Second,
+		CatchUpInterval:   5 * time.Second,
 		profile:           memberlist.DefaultLANConfig,
 	}
 }
@@ -71,6 +79,7 @@ func LocalConfig() Config {
 	c.BindAddr = "127.0.0.1:0"
 	c.JoinRetry = 200 * time.Millisecond
 	c.ReconnectInterval = time.Second
+	c.CatchUpInterval = time.Second
 	c.profile = memberlist.DefaultLocalConfig
 	return c
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
@@ -135,7 +136,47 @@ func Start(ctx context.Context, cfg Config, storeOpts vfs.Options) (*Node, error
 	n.ml.Store(ml)
 	n.wg.Add(1)
 	go n.reconnectLoop()
+	n.wg.Add(1)
+	go n.catchUpLoop()
 	return n, nil
+}
+
+// catchUpLoop sends this node's digest to one random live member every
+// CatchUpInterval; the member answers with what this node lacks.
+func (n *Node) catchUpLoop() {
+	defer n.wg.Done()
+	every := n.cfg.CatchUpInterval
+	if every <= 0 {
+		every = DefaultConfig().CatchUpInterval
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		var peers []memberlist.Node
+		n.mu.Lock()
+		for name, m := range n.live {
+			if name != n.cfg.Name {
+				peers = append(peers, m)
+			}
+		}
+		n.mu.Unlock()
+		if len(peers) == 0 {
+			continue
+		}
+		peer := peers[rand.IntN(len(peers))]
+		msg, err := encodeMsg(msgCatch, pushState{Node: n.cfg.Name, Digest: n.store.Digest()})
+		if err != nil {
+			continue
+		}
+		if err := n.ml.Load().SendReliable(&peer, msg); err != nil {
+			n.log.Debug("catch-up request", "peer", peer.Name, "err", err)
+		}
+	}
 }
 
 // reconnectLoop tries, every ReconnectInterval, to join one member that

@@ -149,6 +149,7 @@ func (n *Node) handleMsg(kind byte, body []byte) error {
 			// that queued a message, a few times, which does not reach
 			// every node of a large cluster.
 			n.broadcast(e)
+			n.catchUpAfter(e)
 		}
 	case msgNotice:
 		var nt notice
