@@ -101,7 +101,7 @@ func DesiredFor(snap *schema.Snapshot, node string, nodes []Node, current Placem
 		if err == nil {
 			// Check the spec once here, so a bad CTX is reported whatever
 			// node its instances would land on.
-			_, err = ctxSpec(name, c, max(c.Replicas-1, 0))
+			_, err = ctxSpec(name, c, max(instancesOf(c)-1, 0))
 		}
 		if err != nil {
 			d.Problems[ProblemKey(drivers.KindCTX, name)] = err.Error()
@@ -210,7 +210,7 @@ func ctxRequest(name string, c schema.Ctx, defaultStrategy string) (Request, err
 	}
 	return Request{
 		Name:        name,
-		Replicas:    c.Replicas,
+		Replicas:    instancesOf(c),
 		CPUMilli:    int64(c.Resources.CPU),
 		MemoryBytes: mem,
 		GPUs:        c.Resources.GPU,
@@ -218,6 +218,16 @@ func ctxRequest(name string, c schema.Ctx, defaultStrategy string) (Request, err
 		Constraints: c.Placement.Nodes,
 		Devices:     c.Placement.Devices,
 	}, nil
+}
+
+// instancesOf is how many instances a CTX asks for. An autoscaled CTX
+// runs autoscale.min: there is no scaler yet to move it towards max, and
+// `ctxos plan` counts it the same way.
+func instancesOf(c schema.Ctx) int {
+	if c.Autoscale != nil {
+		return c.Autoscale.Min
+	}
+	return c.Replicas
 }
 
 func memoryOf(s string) (int64, error) {

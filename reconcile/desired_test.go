@@ -238,3 +238,17 @@ func TestResourceOf(t *testing.T) {
 		}
 	}
 }
+
+func TestDesiredAutoscaledRunsItsMinimum(t *testing.T) {
+	snap := loadRepo(t, map[string]string{
+		"ctx/api.cue": "ctx: api: {command: \"sleep\", args: [\"1000\"], autoscale: {min: 2, max: 5}}\n",
+	})
+	nodes := []Node{{Name: "a", CPUMilli: 4000, MemoryBytes: 8 << 30}}
+	d, err := DesiredFor(snap, "a", nodes, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(d.Specs["process"]); got != 2 {
+		t.Fatalf("an autoscaled CTX with min 2 runs %d instances, want 2 (problems %v)", got, d.Problems)
+	}
+}
