@@ -189,7 +189,11 @@ func watchProgress(ctx context.Context, out io.Writer, a *agent) {
 				case gitsync.StateSynced:
 					fmt.Fprintf(out, "synced %s (generation %d)\n", shortRev(st.InForce), st.Generation)
 				case gitsync.StateInvalid:
-					fmt.Fprintf(out, "refused %s, the last good state stays in force: %s\n", shortRev(st.Commit), st.Error)
+					kept := "nothing is in force yet"
+					if st.InForce != "" {
+						kept = "the last good state (" + shortRev(st.InForce) + ") stays in force"
+					}
+					fmt.Fprintf(out, "refused %s, %s: %s\n", shortRev(st.Commit), kept, st.Error)
 					for _, d := range st.Diagnostics {
 						fmt.Fprintf(out, "  %s\n", d)
 					}
