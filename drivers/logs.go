@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // RotateLog rotates path when it holds at least maxBytes: path.1…keep-1
@@ -60,6 +61,21 @@ func RotateLogs(dir string, maxBytes int64, keep int, log *slog.Logger) {
 	for _, p := range paths {
 		if err := RotateLog(p, maxBytes, keep); err != nil {
 			log.Warn("rotate log", "path", p, "err", err)
+		}
+	}
+}
+
+// RotateLogsEvery runs RotateLogs on dir every interval until done is
+// closed; drivers run it in a goroutine of their own.
+func RotateLogsEvery(done <-chan struct{}, every time.Duration, dir string, maxBytes int64, keep int, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			RotateLogs(dir, maxBytes, keep, log)
 		}
 	}
 }

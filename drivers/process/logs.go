@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/ctxos/ctxos/drivers"
 )
@@ -38,16 +37,7 @@ func (d *Driver) openLogs(id string) (stdout, stderr *os.File, err error) {
 
 func (d *Driver) rotateLoop() {
 	defer d.wg.Done()
-	t := time.NewTicker(d.cfg.LogCheckInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-d.done:
-			return
-		case <-t.C:
-			d.RotateLogs()
-		}
-	}
+	drivers.RotateLogsEvery(d.done, d.cfg.LogCheckInterval, filepath.Join(d.cfg.StateDir, "logs"), d.cfg.LogMaxBytes, d.cfg.LogKeep, d.log)
 }
 
 // RotateLogs rotates every instance log larger than LogMaxBytes. The driver
