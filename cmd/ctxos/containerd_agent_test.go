@@ -1,17 +1,13 @@
 package main
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -25,22 +21,18 @@ import (
 	tasktypes "github.com/containerd/containerd/api/types/task"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
-	digest "github.com/opencontainers/go-digest"
-	specs "github.com/opencontainers/image-spec/specs-go"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/ctxos/ctxos/cluster/vfs"
+	"github.com/ctxos/ctxos/drivers/containerd/containerdtest"
 	"github.com/ctxos/ctxos/reconcile"
 )
 
-// The containerd helpers below are a minimal copy of drivers/containerd's
-// test helpers (a _test.go file of another package cannot be imported): a
-// private containerd with its own root, state and socket, and a busybox
-// OCI archive built from /bin/busybox.
+// The containerd helpers below start a private containerd with its own
+// root, state and socket for one test; the image comes from
+// drivers/containerd/containerdtest, shared with the driver's tests.
 
 const (
 	testContainerd = "/usr/bin/containerd"
-	testBusybox    = "/bin/busybox"
 	testNamespace  = "ctxos"
 )
 
@@ -59,8 +51,8 @@ func startTestContainerd(tb testing.TB) *testDaemon {
 		tb.Skipf("containerd agent test needs root (running as uid %d)", os.Geteuid())
 	case !fileExists(testContainerd):
 		tb.Skipf("containerd is not installed at %s", testContainerd)
-	case !fileExists(testBusybox):
-		tb.Skipf("busybox-static is not installed (apt-get install -y busybox-static): no %s", testBusybox)
+	case !fileExists(containerdtest.BusyboxPath):
+		tb.Skipf("busybox-static is not installed (apt-get install -y busybox-static): no %s", containerdtest.BusyboxPath)
 	}
 	dir, err := os.MkdirTemp("/tmp", "ctxd-")
 	if err != nil {
@@ -228,100 +220,9 @@ func (d *testDaemon) containerIDs(tb testing.TB) []string {
 // writeBusyboxArchive writes an OCI archive of busybox-static to path.
 func writeBusyboxArchive(tb testing.TB, path string) {
 	tb.Helper()
-	bin, err := os.ReadFile(testBusybox)
-	if err != nil {
+	if err := containerdtest.WriteArchive(path, "oci"); err != nil {
 		tb.Fatal(err)
 	}
-	layerFiles := []testTarFile{
-		{name: "bin/", dir: true}, {name: "etc/", dir: true}, {name: "tmp/", dir: true, mode: 0o1777},
-		{name: "proc/", dir: true}, {name: "sys/", dir: true}, {name: "dev/", dir: true},
-		{name: "bin/busybox", body: bin, mode: 0o755},
-		{name: "etc/passwd", body: []byte("root:x:0:0:root:/root:/bin/sh\n")},
-		{name: "etc/group", body: []byte("root:x:0:\n")},
-	}
-	for _, a := range []string{"sh", "sleep", "echo"} {
-		layerFiles = append(layerFiles, testTarFile{name: "bin/" + a, link: "busybox"})
-	}
-	layer := testTar(tb, layerFiles)
-	diffID := digest.FromBytes(layer)
-	created := time.Unix(0, 0).UTC()
-	cfg := ocispec.Image{
-		Created:  &created,
-		Platform: ocispec.Platform{Architecture: runtime.GOARCH, OS: "linux"},
-		Config:   ocispec.ImageConfig{Env: []string{"PATH=/bin"}, Cmd: []string{"/bin/sh"}, WorkingDir: "/"},
-		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{diffID}},
-	}
-	mustJSON := func(v any) []byte {
-		b, err := json.Marshal(v)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		return b
-	}
-	cfgJSON := mustJSON(cfg)
-	manifest := mustJSON(ocispec.Manifest{
-		Versioned: specs.Versioned{SchemaVersion: 2},
-		MediaType: ocispec.MediaTypeImageManifest,
-		Config:    ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: digest.FromBytes(cfgJSON), Size: int64(len(cfgJSON))},
-		Layers:    []ocispec.Descriptor{{MediaType: ocispec.MediaTypeImageLayer, Digest: diffID, Size: int64(len(layer))}},
-	})
-	index := mustJSON(ocispec.Index{
-		Versioned: specs.Versioned{SchemaVersion: 2},
-		MediaType: ocispec.MediaTypeImageIndex,
-		Manifests: []ocispec.Descriptor{{
-			MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(manifest), Size: int64(len(manifest)),
-			Platform: &cfg.Platform, Annotations: map[string]string{ocispec.AnnotationRefName: "test"},
-		}},
-	})
-	blob := func(b []byte) testTarFile {
-		return testTarFile{name: "blobs/sha256/" + digest.FromBytes(b).Encoded(), body: b}
-	}
-	archive := testTar(tb, []testTarFile{
-		{name: ocispec.ImageLayoutFile, body: mustJSON(ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})},
-		{name: "index.json", body: index},
-		blob(manifest), blob(cfgJSON), blob(layer),
-	})
-	if err := os.WriteFile(path, archive, 0o644); err != nil {
-		tb.Fatal(err)
-	}
-}
-
-type testTarFile struct {
-	name string
-	body []byte
-	dir  bool
-	link string
-	mode int64
-}
-
-func testTar(tb testing.TB, files []testTarFile) []byte {
-	tb.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, f := range files {
-		h := &tar.Header{Name: f.name, Mode: 0o644, ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
-		switch {
-		case f.dir:
-			h.Typeflag, h.Mode = tar.TypeDir, 0o755
-		case f.link != "":
-			h.Typeflag, h.Linkname, h.Mode = tar.TypeSymlink, f.link, 0o777
-		default:
-			h.Typeflag, h.Size = tar.TypeReg, int64(len(f.body))
-		}
-		if f.mode != 0 {
-			h.Mode = f.mode
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			tb.Fatal(err)
-		}
-		if _, err := tw.Write(f.body); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		tb.Fatal(err)
-	}
-	return buf.Bytes()
 }
 
 // agentInstances reads /run/<node>/instances from a's replica.

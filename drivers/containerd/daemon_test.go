@@ -24,6 +24,7 @@ import (
 
 	"github.com/ctxos/ctxos/drivers"
 	ctrd "github.com/ctxos/ctxos/drivers/containerd"
+	"github.com/ctxos/ctxos/drivers/containerd/containerdtest"
 )
 
 const containerdBin = "/usr/bin/containerd"
@@ -42,7 +43,7 @@ func TestMain(m *testing.M) {
 			skipReason = "containerd tests need root (running as uid " + strconv.Itoa(os.Geteuid()) + ")"
 		} else if _, err := os.Stat(containerdBin); err != nil {
 			skipReason = "containerd is not installed: " + err.Error()
-		} else if _, err := os.Stat(busyboxPath); err != nil {
+		} else if _, err := os.Stat(containerdtest.BusyboxPath); err != nil {
 			skipReason = "busybox-static is not installed (apt-get install -y busybox-static): " + err.Error()
 		} else {
 			var err error
