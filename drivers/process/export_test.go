@@ -20,7 +20,10 @@ func (d *Driver) ApplyHalfway(ctx context.Context, c drivers.Change) error {
 }
 
 // CountRunning counts the live session leaders on the host whose
-// environment names instance id, independently of any record.
+// environment names instance id, independently of any record. Only this
+// driver's workloads count (they carry CTXOS_START_ID): the containerd
+// driver's conformance run, in a package tested at the same time, starts
+// containers with the same instance ids.
 func CountRunning(id string) int {
 	entries, _ := os.ReadDir("/proc")
 	n := 0
@@ -33,13 +36,16 @@ func CountRunning(id string) int {
 		if err != nil {
 			continue
 		}
-		found := false
+		found, ours := false, false
 		for _, kv := range strings.Split(string(env), "\x00") {
 			if kv == envInstance+"="+id {
 				found = true
 			}
+			if strings.HasPrefix(kv, envStartID+"=") {
+				ours = true
+			}
 		}
-		if !found {
+		if !found || !ours {
 			continue
 		}
 		st, err := readProcStat(pid)
