@@ -661,6 +661,7 @@ func (r *Reconciler) currentPlacement(others map[string]map[string]InstanceStatu
 	type copyOf struct {
 		node    string
 		started time.Time
+		running bool
 	}
 	copies := map[string][]copyOf{}
 	running := runningSet{}
@@ -670,7 +671,7 @@ func (r *Reconciler) currentPlacement(others map[string]map[string]InstanceStatu
 		}
 		live := st.State == drivers.Running || st.State == drivers.Starting || st.State == drivers.Backoff
 		if st.Kind == drivers.KindCTX && st.Instance != "" && live {
-			copies[st.Instance] = append(copies[st.Instance], copyOf{node, st.StartedAt})
+			copies[st.Instance] = append(copies[st.Instance], copyOf{node, st.StartedAt, st.State == drivers.Running})
 		}
 	}
 	for node, insts := range others {
@@ -696,19 +697,27 @@ func (r *Reconciler) currentPlacement(others map[string]map[string]InstanceStatu
 			nodes = append(nodes, c.node)
 		}
 		runningOn[inst] = nodes
-		first := Rank(inst, nodes)[0]
-		var firstAt time.Time
+		// The copy kept: a running one over one starting or in backoff
+		// (a node back from a crash may hold a dead instance's record
+		// in backoff, with an old start time), then the one that started
+		// first, then the higher-ranked node.
+		best := copyOf{node: Rank(inst, nodes)[0]}
 		for _, c := range cs {
-			if c.node == first {
-				firstAt = c.started
+			if c.node == best.node {
+				best = c
 			}
 		}
 		for _, c := range cs {
-			if !c.started.IsZero() && (firstAt.IsZero() || c.started.Before(firstAt)) {
-				first, firstAt = c.node, c.started
+			switch {
+			case c.running != best.running:
+				if c.running {
+					best = c
+				}
+			case !c.started.IsZero() && (best.started.IsZero() || c.started.Before(best.started)):
+				best = c
 			}
 		}
-		keep[inst] = first
+		keep[inst] = best.node
 	}
 	stop := Dedupe(runningOn, keep)
 	for inst, nodes := range runningOn {
