@@ -23,6 +23,7 @@ var (
 	ErrNoName      = errors.New("node name is required")
 	ErrJoin        = errors.New("no join address answered")
 	ErrUnknownNode = errors.New("unknown node")
+	ErrNoAck       = errors.New("no ack")
 )
 
 // departedRetention is how long a failed or departed member stays in the
@@ -47,9 +48,16 @@ type Node struct {
 	joined   map[string]time.Time
 	catchUp  map[string]*time.Timer // writer → pending catch-up request
 	live     map[string]memberlist.Node
+	// answering holds, per peer with an anti-entropy transfer in flight,
+	// the digest to answer next (nil: none).
+	answering map[string]*vfs.Digest
+	// streaming holds, per peer sending this node a transfer, when its
+	// last batch that has more behind it arrived.
+	streaming map[string]time.Time
 
-	pushing sync.Map // peer name → struct{}: an anti-entropy push in flight
 	pulling sync.Map // path → struct{}: a large-value pull in flight
+	acks    sync.Map // batch number → chan struct{} closed by its ack
+	ackSeq  atomic.Uint64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -83,6 +91,9 @@ func Start(ctx context.Context, cfg Config, storeOpts vfs.Options) (*Node, error
 		joined:   map[string]time.Time{},
 		catchUp:  map[string]*time.Timer{},
 		live:     map[string]memberlist.Node{},
+
+		answering: map[string]*vfs.Digest{},
+		streaming: map[string]time.Time{},
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.meta.Store(&Meta{API: cfg.APIAddr, Labels: cfg.Labels, Roles: cfg.Roles})
@@ -160,7 +171,9 @@ func (n *Node) catchUpLoop() {
 		var peers []memberlist.Node
 		n.mu.Lock()
 		for name, m := range n.live {
-			if name != n.cfg.Name {
+			// A peer in the middle of a transfer to this node is already
+			// sending what it would answer.
+			if name != n.cfg.Name && time.Since(n.streaming[name]) > n.cfg.PullTimeout {
 				peers = append(peers, m)
 			}
 		}

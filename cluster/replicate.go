@@ -17,6 +17,7 @@ const (
 	msgWant   byte = 'w' // please send me these entries: want
 	msgBatch  byte = 'b' // entries sent over a reliable connection: batch
 	msgCatch  byte = 'c' // send me what I lack (after a burst of desired state): pushState
+	msgAck    byte = 'a' // a batch that asked for it is applied: ack
 )
 
 // catchUpDelay is how long after the last desired-state delta from a
@@ -34,9 +35,13 @@ const catchUpDelay = 300 * time.Millisecond
 // Prune drops the messages already sent most often, then the oldest.
 const maxQueued = 4096
 
-// batchBytes bounds one reliable message; memberlist refuses user messages
-// over 20 MiB and a value may be up to 1 MiB.
-const batchBytes = 4 << 20
+// batchBytes bounds one reliable message (memberlist refuses user messages
+// over 20 MiB; a value may be up to 1 MiB, and travels alone then). A
+// transfer of many batches sends the next one only when the receiver has
+// applied the last, so a receiver holds one batch per sender at a time:
+// sent back to back, a 100 000-entry resync had memberlist read and decode
+// every batch at once and doubled the receiver's memory.
+const batchBytes = 1 << 20
 
 type notice struct {
 	Path    string      `cbor:"1,keyasint"`
@@ -54,6 +59,15 @@ type batch struct {
 	// a large value pulled after a notice; anti-entropy batches do not.
 	Announce bool        `cbor:"1,keyasint,omitempty"`
 	Entries  []vfs.Entry `cbor:"2,keyasint"`
+	// From names the sender. Ack, set on every batch of a transfer but the
+	// last, asks the receiver to answer with an ack carrying it once it has
+	// applied the batch; the sender waits for that before sending more.
+	From string `cbor:"3,keyasint,omitempty"`
+	Ack  uint64 `cbor:"4,keyasint,omitempty"`
+}
+
+type ack struct {
+	Ack uint64 `cbor:"1,keyasint"`
 }
 
 // pushState is what a node sends in memberlist's push/pull: its name and
@@ -140,7 +154,7 @@ func (n *Node) handleMsg(kind byte, body []byte) error {
 		if err := vfs.Decode(body, &e); err != nil {
 			return fmt.Errorf("decode delta: %w", err)
 		}
-		applied, err := n.store.Merge(e)
+		applied, err := n.store.MergeOwned(e)
 		if err != nil {
 			return err
 		}
@@ -181,9 +195,10 @@ func (n *Node) handleMsg(kind byte, body []byte) error {
 		if err := vfs.Decode(body, &bt); err != nil {
 			return fmt.Errorf("decode batch: %w", err)
 		}
+		n.receiving(bt)
 		var errs []error
 		for _, e := range bt.Entries {
-			applied, err := n.store.Merge(e)
+			applied, err := n.store.MergeOwned(e)
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -193,13 +208,24 @@ func (n *Node) handleMsg(kind byte, body []byte) error {
 				n.broadcast(e)
 			}
 		}
+		if bt.Ack != 0 {
+			n.sendAck(bt.From, bt.Ack)
+		}
 		return errors.Join(errs...)
+	case msgAck:
+		var a ack
+		if err := vfs.Decode(body, &a); err != nil {
+			return fmt.Errorf("decode ack: %w", err)
+		}
+		if ch, ok := n.acks.LoadAndDelete(a.Ack); ok {
+			close(ch.(chan struct{}))
+		}
 	case msgCatch:
 		var st pushState
 		if err := vfs.Decode(body, &st); err != nil {
 			return fmt.Errorf("decode catch-up request: %w", err)
 		}
-		n.goSend(st.Node, n.store.Missing(st.Digest), false)
+		n.answer(st.Node, st.Digest)
 	default:
 		return fmt.Errorf("unknown message kind %q", kind)
 	}
@@ -297,21 +323,75 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	if st.Node == "" || st.Node == n.cfg.Name {
 		return
 	}
-	if _, busy := n.pushing.LoadOrStore(st.Node, struct{}{}); busy {
+	n.answer(st.Node, st.Digest)
+}
+
+// answer sends peer, in the background, the entries its digest d lacks.
+// One transfer to a peer runs at a time: a digest that arrives meanwhile
+// (push/pull and a catch-up request can overlap) waits, the newest
+// replacing older ones, and is answered when the transfer ends. Answering
+// both at once would send most of a large resync twice.
+func (n *Node) answer(peer string, d vfs.Digest) {
+	n.mu.Lock()
+	if next, busy := n.answering[peer]; busy {
+		*next = d
+		n.mu.Unlock()
 		return
 	}
+	n.answering[peer] = new(vfs.Digest)
+	n.mu.Unlock()
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		defer n.pushing.Delete(st.Node)
-		missing := n.store.Missing(st.Digest)
-		if len(missing) == 0 {
-			return
-		}
-		if err := n.send(st.Node, missing, false); err != nil {
-			n.log.Debug("anti-entropy push", "peer", st.Node, "entries", len(missing), "err", err)
+		for {
+			if missing := n.store.Missing(d); len(missing) > 0 {
+				if err := n.send(peer, missing, false); err != nil {
+					n.log.Debug("anti-entropy push", "peer", peer, "entries", len(missing), "err", err)
+				}
+			}
+			n.mu.Lock()
+			next := n.answering[peer]
+			if *next == nil || n.ctx.Err() != nil {
+				delete(n.answering, peer)
+				n.mu.Unlock()
+				return
+			}
+			d, *next = *next, nil
+			n.mu.Unlock()
 		}
 	}()
+}
+
+// receiving notes which peers are in the middle of a transfer to this node
+// (a batch asking for an ack has more behind it), so the catch-up loop does
+// not ask them for what they are already sending.
+func (n *Node) receiving(bt batch) {
+	if bt.From == "" {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if bt.Ack != 0 {
+		n.streaming[bt.From] = time.Now()
+	} else {
+		delete(n.streaming, bt.From)
+	}
+}
+
+// sendAck tells peer that its batch number seq is applied.
+func (n *Node) sendAck(peer string, seq uint64) {
+	node := n.liveNode(peer)
+	if node == nil {
+		n.log.Debug("ack to an unknown peer", "peer", peer)
+		return
+	}
+	msg, err := encodeMsg(msgAck, ack{Ack: seq})
+	if err != nil {
+		return
+	}
+	if err := n.ml.Load().SendReliable(node, msg); err != nil {
+		n.log.Debug("ack batch", "peer", peer, "err", err)
+	}
 }
 
 func (n *Node) goSend(peer string, entries []vfs.Entry, announce bool) {
@@ -328,35 +408,55 @@ func (n *Node) goSend(peer string, entries []vfs.Entry, announce bool) {
 }
 
 // send delivers entries to peer over memberlist's reliable (TCP, and
-// encrypted when a key is set) channel, in batches under batchBytes.
+// encrypted when a key is set) channel, in batches under batchBytes, each
+// but the last waiting for the peer's ack (PullTimeout at most).
 func (n *Node) send(peer string, entries []vfs.Entry, announce bool) error {
 	node := n.liveNode(peer)
 	if node == nil {
 		return fmt.Errorf("%w %q", ErrUnknownNode, peer)
 	}
 	ml := n.ml.Load()
-	flush := func(es []vfs.Entry) error {
-		msg, err := encodeMsg(msgBatch, batch{Announce: announce, Entries: es})
+	flush := func(es []vfs.Entry, more bool) error {
+		bt := batch{Announce: announce, Entries: es, From: n.cfg.Name}
+		var acked chan struct{}
+		if more {
+			bt.Ack = n.ackSeq.Add(1)
+			acked = make(chan struct{})
+			n.acks.Store(bt.Ack, acked)
+			defer n.acks.Delete(bt.Ack)
+		}
+		msg, err := encodeMsg(msgBatch, bt)
 		if err != nil {
 			return err
 		}
-		return ml.SendReliable(node, msg)
+		if err := ml.SendReliable(node, msg); err != nil {
+			return err
+		}
+		if !more {
+			return nil
+		}
+		t := time.NewTimer(n.cfg.PullTimeout)
+		defer t.Stop()
+		select {
+		case <-acked:
+			return nil
+		case <-n.ctx.Done():
+			return n.ctx.Err()
+		case <-t.C:
+			return fmt.Errorf("%w: %s did not apply a batch of %d entries within %s", ErrNoAck, peer, len(es), n.cfg.PullTimeout)
+		}
 	}
-	var cur []vfs.Entry
+	start := 0
 	size := 0
-	for _, e := range entries {
+	for i, e := range entries {
 		sz := len(e.Value) + len(e.Path) + 64
-		if size+sz > batchBytes && len(cur) > 0 {
-			if err := flush(cur); err != nil {
+		if size+sz > batchBytes && i > start {
+			if err := flush(entries[start:i], true); err != nil {
 				return err
 			}
-			cur, size = nil, 0
+			start, size = i, 0
 		}
-		cur = append(cur, e)
 		size += sz
-		if n.ctx.Err() != nil {
-			return n.ctx.Err()
-		}
 	}
-	return flush(cur)
+	return flush(entries[start:], false)
 }

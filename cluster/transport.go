@@ -39,6 +39,19 @@ func (p *Partition) Cut(a, b []string) {
 	}
 }
 
+// CutOneWay drops traffic from every address of from to every address of
+// to, and lets the other direction through: a firewall rule or a route
+// broken one way.
+func (p *Partition) CutOneWay(from, to []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, x := range from {
+		for _, y := range to {
+			p.blocked[[2]string{x, y}] = true
+		}
+	}
+}
+
 // Heal restores every cut path.
 func (p *Partition) Heal() {
 	p.mu.Lock()

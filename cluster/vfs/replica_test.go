@@ -3,6 +3,7 @@ package vfs
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -254,5 +255,37 @@ func TestGCLoop(t *testing.T) {
 		case <-deadline:
 			t.Fatal("background loop did not collect the tombstone")
 		}
+	}
+}
+
+// TestReplicaBurstLargerThanOneTransaction merges, in random order, more
+// entries than one transaction commits: every one is on disk after a
+// restart.
+func TestReplicaBurstLargerThanOneTransaction(t *testing.T) {
+	const count = 3 * maxBatch
+	f := newFixture()
+	dir := t.TempDir()
+	s := f.open(t, "n1", dir)
+	value := cborOf(t, strings.Repeat("v", 200))
+	wall := f.clock.Now().UnixNano()
+	for _, i := range rand.New(rand.NewPCG(1, 2)).Perm(count) {
+		e := Entry{Path: fmt.Sprintf("/run/n2/k%06d", i), Value: value, Version: Version{Wall: wall, Logical: uint32(i), Node: "n2"}}
+		if _, err := s.Merge(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	before := held(s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = f.open(t, "n1", dir)
+	if err := sameEntries(before, held(s)); err != nil {
+		t.Fatalf("after restart: %v", err)
+	}
+	if got := s.Len(); got != count {
+		t.Fatalf("after restart the store holds %d entries, want %d", got, count)
 	}
 }

@@ -319,8 +319,20 @@ func (s *Store) ascend(prefix string, fn func(*record) bool) {
 // was written by another node (ErrNotWriter). Every accepted version
 // advances this node's clock. A tombstone older than the grace period is
 // applied only over an older live entry, never stored on its own, so
-// collected tombstones do not come back from a slower peer.
+// collected tombstones do not come back from a slower peer. The store
+// keeps a copy of e.Value.
 func (s *Store) Merge(e Entry) (bool, error) {
+	return s.merge(e, true)
+}
+
+// MergeOwned is Merge for an entry whose Value the caller hands over, such
+// as one just decoded from a message: the store keeps that slice instead of
+// a copy, so the caller must not change it afterwards.
+func (s *Store) MergeOwned(e Entry) (bool, error) {
+	return s.merge(e, false)
+}
+
+func (s *Store) merge(e Entry, copyValue bool) (bool, error) {
 	if err := ValidatePath(e.Path); err != nil {
 		return false, err
 	}
@@ -355,7 +367,7 @@ func (s *Store) Merge(e Entry) (bool, error) {
 		s.mu.Unlock()
 		return false, nil
 	}
-	if !e.Deleted {
+	if !e.Deleted && copyValue {
 		e.Value = append([]byte(nil), e.Value...)
 	}
 	s.contact = now.UnixNano()

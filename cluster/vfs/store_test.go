@@ -682,3 +682,30 @@ func TestOnChangeConcurrent(t *testing.T) {
 		}
 	}
 }
+
+func TestMergeCopiesValueUnlessOwned(t *testing.T) {
+	tests := []struct {
+		name    string
+		merge   func(*Store, Entry) (bool, error)
+		aliased bool
+	}{
+		{"Merge", (*Store).Merge, false},
+		{"MergeOwned", (*Store).MergeOwned, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture()
+			s := f.open(t, "n1", "")
+			b := cborOf(t, "abc")
+			e := Entry{Path: "/lk/a", Value: b, Version: Version{Wall: f.clock.Now().UnixNano(), Node: "n2"}}
+			if applied, err := tt.merge(s, e); err != nil || !applied {
+				t.Fatalf("merge = %v, %v; want applied", applied, err)
+			}
+			b[1] = 'z'
+			got, _ := s.Get("/lk/a")
+			if aliased := string(got.Value) == string(b); aliased != tt.aliased {
+				t.Errorf("stored value follows the caller's buffer: %v, want %v", aliased, tt.aliased)
+			}
+		})
+	}
+}
