@@ -2,11 +2,13 @@ package schema
 
 import (
 	"fmt"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 
+	"cuelang.org/go/cue"
 	"cuelang.org/go/cue/ast"
 	cueerrors "cuelang.org/go/cue/errors"
 	"cuelang.org/go/cue/token"
@@ -286,17 +288,97 @@ func (ev *evaluation) at(path []string, msg string) Diagnostic {
 	return d
 }
 
+// references is what checkReferences reads of a configuration.
+type references struct {
+	ctx, mid map[string][]string // name → the names it requires
+	allow    []Rule              // ztb.allow
+	// hasPort reports whether CTX ctx has a port named port; it is asked
+	// only about CTXs in ctx.
+	hasPort func(ctx, port string) bool
+}
+
+// referencesOf takes the references of a decoded configuration.
+func referencesOf(cfg *Config) references {
+	r := references{
+		ctx:   make(map[string][]string, len(cfg.Ctx)),
+		mid:   make(map[string][]string, len(cfg.Mid)),
+		allow: cfg.Ztb.Allow,
+		hasPort: func(ctx, port string) bool {
+			_, ok := cfg.Ctx[ctx].Ports[port]
+			return ok
+		},
+	}
+	for name, c := range cfg.Ctx {
+		r.ctx[name] = c.Requires
+	}
+	for name, m := range cfg.Mid {
+		r.mid[name] = m.Requires
+	}
+	return r
+}
+
+// referencesIn reads the references straight from the evaluated
+// configuration, looking up only requires in each CTX and MID and the
+// ports that a ztb rule names.
+func referencesIn(config cue.Value) (references, error) {
+	r := references{
+		hasPort: func(ctx, port string) bool {
+			return config.LookupPath(cue.MakePath(cue.Str("ctx"), cue.Str(ctx), cue.Str("ports"), cue.Str(port))).Exists()
+		},
+	}
+	var err error
+	if r.ctx, err = requiresIn(config, "ctx"); err != nil {
+		return r, err
+	}
+	if r.mid, err = requiresIn(config, "mid"); err != nil {
+		return r, err
+	}
+	allow := config.LookupPath(cue.ParsePath("ztb.allow"))
+	if allow.Exists() {
+		if err := decodeValue(allow, reflect.ValueOf(&r.allow).Elem(), "ztb.allow"); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
+
+// requiresIn maps the name of every item under the top-level field kind
+// to its requires.
+func requiresIn(config cue.Value, kind string) (map[string][]string, error) {
+	out := map[string][]string{}
+	v := config.LookupPath(cue.MakePath(cue.Str(kind)))
+	if !v.Exists() {
+		return out, nil
+	}
+	it, err := v.Fields()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", kind, err)
+	}
+	for it.Next() {
+		name := it.Selector().Unquoted()
+		var requires []string
+		if req := it.Value().LookupPath(cue.MakePath(cue.Str("requires"))); req.Exists() {
+			path := kind + "." + name + ".requires"
+			if err := decodeValue(req, reflect.ValueOf(&requires).Elem(), path); err != nil {
+				return nil, err
+			}
+		}
+		out[name] = requires
+	}
+	return out, nil
+}
+
 // checkReferences checks what CUE cannot see across the configuration:
 // ztb rules and requires must name existing CTXs or MIDs, and requires
 // must not form a cycle.
-func (ev *evaluation) checkReferences(cfg *Config) []Diagnostic {
+func (ev *evaluation) checkReferences(refs references) []Diagnostic {
 	var diags []Diagnostic
 	exists := func(name string) bool {
-		_, c := cfg.Ctx[name]
-		_, m := cfg.Mid[name]
+		_, c := refs.ctx[name]
+		_, m := refs.mid[name]
 		return c || m
 	}
-	for i, r := range cfg.Ztb.Allow {
+	for i, r := range refs.allow {
 		idx := strconv.Itoa(i)
 		for _, end := range []struct{ field, name string }{{"from", r.From}, {"to", r.To}} {
 			if !exists(end.name) {
@@ -304,8 +386,8 @@ func (ev *evaluation) checkReferences(cfg *Config) []Diagnostic {
 					fmt.Sprintf("%q names no CTX or MID", end.name)))
 			}
 		}
-		if c, ok := cfg.Ctx[r.To]; ok && r.Port.Name != "" {
-			if _, ok := c.Ports[r.Port.Name]; !ok {
+		if _, ok := refs.ctx[r.To]; ok && r.Port.Name != "" {
+			if !refs.hasPort(r.To, r.Port.Name) {
 				diags = append(diags, ev.at([]string{"ztb", "allow", idx, "port"},
 					fmt.Sprintf("CTX %s has no port named %q", r.To, r.Port.Name)))
 			}
@@ -321,10 +403,12 @@ func (ev *evaluation) checkReferences(cfg *Config) []Diagnostic {
 		n := node{kind, name}
 		nodes = append(nodes, n)
 		for j, req := range requires {
+			_, isCtx := refs.ctx[req]
+			_, isMid := refs.mid[req]
 			switch {
-			case cfg.Ctx[req].Runtime != "":
+			case isCtx:
 				graph[n] = append(graph[n], node{"ctx", req})
-			case cfg.Mid[req].Driver != "":
+			case isMid:
 				graph[n] = append(graph[n], node{"mid", req})
 			default:
 				diags = append(diags, ev.at([]string{kind, name, "requires", strconv.Itoa(j)},
@@ -332,11 +416,11 @@ func (ev *evaluation) checkReferences(cfg *Config) []Diagnostic {
 			}
 		}
 	}
-	for _, name := range sortedKeys(cfg.Ctx) {
-		addEdges("ctx", name, cfg.Ctx[name].Requires)
+	for _, name := range sortedKeys(refs.ctx) {
+		addEdges("ctx", name, refs.ctx[name])
 	}
-	for _, name := range sortedKeys(cfg.Mid) {
-		addEdges("mid", name, cfg.Mid[name].Requires)
+	for _, name := range sortedKeys(refs.mid) {
+		addEdges("mid", name, refs.mid[name])
 	}
 	const (
 		unvisited = iota

@@ -102,6 +102,42 @@ type sourceFile struct {
 // package config (or has no package clause) and is unified with the embedded
 // schema's #Config, whether or not it imports the schema itself.
 func Load(ctx context.Context, dir string) (*Snapshot, []Diagnostic, error) {
+	r, diags, err := loadDir(ctx, dir, true)
+	if r == nil {
+		return nil, diags, err
+	}
+	return r.snap, diags, err
+}
+
+// Summary is what Vet tells of a valid directory.
+type Summary struct {
+	Ctx int // CTXs defined
+	Mid int // MIDs defined
+}
+
+// Vet checks the desired-state directory dir as Load does and finds the
+// same diagnostics, but builds no snapshot: of the evaluated configuration
+// it reads back only the names, requires and ztb rules that the checks
+// across items need, not every value, and encodes and hashes nothing. That
+// is most of Load's time and memory after CUE evaluation, spent for
+// nothing when the result is only "valid or not", as in CI. The summary is
+// nil when there are diagnostics.
+func Vet(ctx context.Context, dir string) (*Summary, []Diagnostic, error) {
+	r, diags, err := loadDir(ctx, dir, false)
+	if r == nil {
+		return nil, diags, err
+	}
+	return &r.summary, diags, err
+}
+
+// loaded is the result of evaluating a valid directory: the snapshot, when
+// it was asked for, and the summary.
+type loaded struct {
+	snap    *Snapshot
+	summary Summary
+}
+
+func loadDir(ctx context.Context, dir string, export bool) (*loaded, []Diagnostic, error) {
 	info, err := os.Stat(dir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("load %s: %w", dir, err)
@@ -127,7 +163,7 @@ func Load(ctx context.Context, dir string) (*Snapshot, []Diagnostic, error) {
 	}
 
 	type result struct {
-		snap  *Snapshot
+		r     *loaded
 		diags []Diagnostic
 		err   error
 	}
@@ -137,12 +173,12 @@ func Load(ctx context.Context, dir string) (*Snapshot, []Diagnostic, error) {
 	// runs on until evaluation ends; the CLI exits right after, and a
 	// long-running caller pays that CPU once per runaway configuration.
 	go func() {
-		snap, diags, err := evaluate(files)
-		done <- result{snap, diags, err}
+		r, diags, err := evaluate(files, export)
+		done <- result{r, diags, err}
 	}()
 	select {
 	case r := <-done:
-		return r.snap, sortDiagnostics(r.diags), r.err
+		return r.r, sortDiagnostics(r.diags), r.err
 	case <-ctx.Done():
 		return nil, nil, contextError(ctx, dir)
 	}
@@ -368,8 +404,8 @@ type evaluation struct {
 }
 
 // evaluate unifies the user's files with the schema, validates the result
-// and exports the snapshot.
-func evaluate(files []sourceFile) (*Snapshot, []Diagnostic, error) {
+// and, with export, exports the snapshot.
+func evaluate(files []sourceFile, export bool) (*loaded, []Diagnostic, error) {
 	cctx := cuecontext.New()
 	bctx := build.NewContext()
 	sinst, err := schemaInstance(bctx)
@@ -415,15 +451,28 @@ func evaluate(files []sourceFile) (*Snapshot, []Diagnostic, error) {
 	if len(diags) > 0 {
 		return nil, diags, nil
 	}
+	if !export {
+		refs, err := referencesIn(config)
+		if err != nil {
+			return nil, nil, fmt.Errorf("read the evaluated configuration: %w", err)
+		}
+		if d := ev.checkReferences(refs); len(d) > 0 {
+			return nil, d, nil
+		}
+		return &loaded{summary: Summary{Ctx: len(refs.ctx), Mid: len(refs.mid)}}, nil, nil
+	}
 	var cfg Config
 	if err := decodeValue(config, reflect.ValueOf(&cfg).Elem(), ""); err != nil {
 		return nil, nil, fmt.Errorf("decode the evaluated configuration: %w", err)
 	}
-	if d := ev.checkReferences(&cfg); len(d) > 0 {
+	if d := ev.checkReferences(referencesOf(&cfg)); len(d) > 0 {
 		return nil, d, nil
 	}
 	snap, err := snapshotOf(&cfg)
-	return snap, nil, err
+	if err != nil {
+		return nil, nil, err
+	}
+	return &loaded{snap: snap, summary: Summary{Ctx: len(cfg.Ctx), Mid: len(cfg.Mid)}}, nil, nil
 }
 
 // normalizeNumbers turns json.Number into int64 where the number is whole,

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -42,6 +43,25 @@ func load(tb testing.TB, dir string) (*Snapshot, []Diagnostic) {
 		tb.Fatalf("Load(%s): %v", dir, err)
 	}
 	return snap, diags
+}
+
+func vet(tb testing.TB, dir string) (*Summary, []Diagnostic) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sum, diags, err := Vet(ctx, dir)
+	if err != nil {
+		tb.Fatalf("Vet(%s): %v", dir, err)
+	}
+	return sum, diags
+}
+
+func diagStrings(diags []Diagnostic) []string {
+	var out []string
+	for _, d := range diags {
+		out = append(out, d.String())
+	}
+	return out
 }
 
 func TestLoadValid(t *testing.T) {
@@ -88,6 +108,13 @@ ctx: web: {
 	}
 	if got := HashEntries(snap.Entries); got != snap.Hash || !strings.HasPrefix(got, "sha256:") {
 		t.Errorf("HashEntries = %q, snapshot hash %q", got, snap.Hash)
+	}
+	sum, diags := vet(t, dir)
+	if len(diags) > 0 || sum == nil {
+		t.Fatalf("Vet: summary %v, diagnostics %v", sum, diags)
+	}
+	if got, want := *sum, (Summary{Ctx: 2, Mid: 1}); got != want {
+		t.Errorf("Vet summary = %+v, want %+v", got, want)
 	}
 
 	ctxs, err := snap.Ctxs()
@@ -295,9 +322,19 @@ func TestLoadBad(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			snap, diags := load(t, writeRepo(t, tt.files))
+			dir := writeRepo(t, tt.files)
+			snap, diags := load(t, dir)
 			if snap != nil {
 				t.Fatalf("got a snapshot, want diagnostics %q", tt.want)
+			}
+			// Vet skips the export, not a check: it must find exactly
+			// what Load finds.
+			sum, vetDiags := vet(t, dir)
+			if sum != nil {
+				t.Errorf("Vet: got a summary, want diagnostics %q", tt.want)
+			}
+			if got, want := diagStrings(vetDiags), diagStrings(diags); !slices.Equal(got, want) {
+				t.Errorf("Vet diagnostics:\n%s\nLoad diagnostics:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 			}
 			var got []string
 			for _, d := range diags {

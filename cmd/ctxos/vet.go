@@ -21,13 +21,16 @@ func newVetCmd() *cobra.Command {
 	var (
 		format  string
 		timeout time.Duration
+		hash    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "vet [DIR]",
 		Short: "Check a desired-state repository against the schema",
 		Long: `Vet loads the CUE files under ctx/, mid/, ztb/ and sys/ of DIR (default "."),
 unifies them with the schema built into ctxos and prints every problem as
-file:line:col: path: message, file relative to DIR.
+file:line:col: path: message, file relative to DIR. With --hash it also
+exports the snapshot and prints its hash, the one the cluster shows for
+the commit; without, it only checks, which takes less time and memory.
 
 Exit status: 0 valid, 1 invalid, 2 usage or I/O error (including a timeout).`,
 		Args: cobra.MaximumNArgs(1),
@@ -48,7 +51,7 @@ Exit status: 0 valid, 1 invalid, 2 usage or I/O error (including a timeout).`,
 			}
 			ctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			snap, diags, err := schema.Load(ctx, dir)
+			res, diags, err := vet(ctx, dir, hash)
 			if errors.Is(err, schema.ErrTimeout) {
 				return &exitError{code: 2, err: fmt.Errorf("vet %s: CUE evaluation did not finish within --timeout %s", dir, timeout)}
 			}
@@ -56,10 +59,10 @@ Exit status: 0 valid, 1 invalid, 2 usage or I/O error (including a timeout).`,
 				return &exitError{code: 2, err: fmt.Errorf("vet: %w", err)}
 			}
 			out := cmd.OutOrStdout()
-			if err := printVet(out, format, dir, snap, diags); err != nil {
+			if err := printVet(out, format, dir, res, diags); err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			if snap == nil {
+			if res == nil {
 				return &exitError{code: 1, err: fmt.Errorf("vet %s: %d %s", dir, len(diags), plural(len(diags), "problem"))}
 			}
 			return nil
@@ -67,7 +70,40 @@ Exit status: 0 valid, 1 invalid, 2 usage or I/O error (including a timeout).`,
 	}
 	cmd.Flags().StringVar(&format, "format", "text", "output format: text, json or github (workflow command annotations)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "give up when CUE evaluation takes longer")
+	cmd.Flags().BoolVar(&hash, "hash", false, "also export the snapshot and print its hash")
 	return cmd
+}
+
+// vetResult is what vet tells of a valid directory; nil when invalid.
+type vetResult struct {
+	ctx, mid int
+	hash     string // with --hash only
+}
+
+// vet checks dir, exporting the snapshot only when its hash is wanted:
+// schema.Vet finds the same problems as schema.Load without it.
+func vet(ctx context.Context, dir string, hash bool) (*vetResult, []schema.Diagnostic, error) {
+	if !hash {
+		sum, diags, err := schema.Vet(ctx, dir)
+		if sum == nil {
+			return nil, diags, err
+		}
+		return &vetResult{ctx: sum.Ctx, mid: sum.Mid}, diags, err
+	}
+	snap, diags, err := schema.Load(ctx, dir)
+	if snap == nil {
+		return nil, diags, err
+	}
+	r := &vetResult{hash: snap.Hash}
+	for _, e := range snap.Entries {
+		switch {
+		case strings.HasPrefix(e.Path, "/ctx/"):
+			r.ctx++
+		case strings.HasPrefix(e.Path, "/mid/"):
+			r.mid++
+		}
+	}
+	return r, diags, err
 }
 
 // vetReport is the --format json output.
@@ -79,26 +115,15 @@ type vetReport struct {
 	Diagnostics []schema.Diagnostic `json:"diagnostics"`
 }
 
-func printVet(w io.Writer, format, dir string, snap *schema.Snapshot, diags []schema.Diagnostic) error {
-	var nctx, nmid int
-	if snap != nil {
-		for _, e := range snap.Entries {
-			switch {
-			case strings.HasPrefix(e.Path, "/ctx/"):
-				nctx++
-			case strings.HasPrefix(e.Path, "/mid/"):
-				nmid++
-			}
-		}
-	}
+func printVet(w io.Writer, format, dir string, res *vetResult, diags []schema.Diagnostic) error {
 	switch format {
 	case "json":
-		r := vetReport{Valid: snap != nil, Ctx: nctx, Mid: nmid, Diagnostics: diags}
+		r := vetReport{Valid: res != nil, Diagnostics: diags}
 		if r.Diagnostics == nil {
 			r.Diagnostics = []schema.Diagnostic{}
 		}
-		if snap != nil {
-			r.Hash = snap.Hash
+		if res != nil {
+			r.Hash, r.Ctx, r.Mid = res.hash, res.ctx, res.mid
 		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -127,11 +152,15 @@ func printVet(w io.Writer, format, dir string, snap *schema.Snapshot, diags []sc
 			}
 		}
 	}
-	if snap != nil {
-		_, err := fmt.Fprintf(w, "ok: %d ctx, %d mid (%s)\n", nctx, nmid, snap.Hash)
-		return err
+	if res == nil {
+		return nil
 	}
-	return nil
+	line := fmt.Sprintf("ok: %d ctx, %d mid", res.ctx, res.mid)
+	if res.hash != "" {
+		line += " (" + res.hash + ")"
+	}
+	_, err := fmt.Fprintln(w, line)
+	return err
 }
 
 // githubData escapes a workflow command's message.
