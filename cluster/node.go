@@ -48,9 +48,10 @@ type Node struct {
 	joined   map[string]time.Time
 	catchUp  map[string]*time.Timer // writer → pending catch-up request
 	live     map[string]memberlist.Node
-	// answering holds, per peer with an anti-entropy transfer in flight,
-	// the digest to answer next (nil: none).
-	answering map[string]*vfs.Digest
+	// answering holds the anti-entropy transfers in flight, by peer.
+	answering map[string]*answering
+	// asked holds when this node last asked each peer for a catch-up.
+	asked map[string]time.Time
 	// streaming holds, per peer sending this node a transfer, when its
 	// last batch that has more behind it arrived.
 	streaming map[string]time.Time
@@ -92,7 +93,8 @@ func Start(ctx context.Context, cfg Config, storeOpts vfs.Options) (*Node, error
 		catchUp:  map[string]*time.Timer{},
 		live:     map[string]memberlist.Node{},
 
-		answering: map[string]*vfs.Digest{},
+		answering: map[string]*answering{},
+		asked:     map[string]time.Time{},
 		streaming: map[string]time.Time{},
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -135,6 +137,7 @@ func Start(ctx context.Context, cfg Config, storeOpts vfs.Options) (*Node, error
 	}
 	n.keyring = mc.Keyring
 	mc.Delegate = (*delegate)(n)
+	mc.Ping = (*delegate)(n)
 	mc.Events = (*events)(n)
 	mc.Logger = nil
 	mc.LogOutput = slogWriter{n.log}
@@ -168,26 +171,16 @@ func (n *Node) catchUpLoop() {
 			return
 		case <-t.C:
 		}
-		var peers []memberlist.Node
+		var peers []string
 		n.mu.Lock()
-		for name, m := range n.live {
-			// A peer in the middle of a transfer to this node is already
-			// sending what it would answer.
-			if name != n.cfg.Name && time.Since(n.streaming[name]) > n.cfg.PullTimeout {
-				peers = append(peers, m)
+		for name := range n.live {
+			if name != n.cfg.Name {
+				peers = append(peers, name)
 			}
 		}
 		n.mu.Unlock()
-		if len(peers) == 0 {
-			continue
-		}
-		peer := peers[rand.IntN(len(peers))]
-		msg, err := encodeMsg(msgCatch, pushState{Node: n.cfg.Name, Digest: n.store.Digest()})
-		if err != nil {
-			continue
-		}
-		if err := n.ml.Load().SendReliable(&peer, msg); err != nil {
-			n.log.Debug("catch-up request", "peer", peer.Name, "err", err)
+		if len(peers) > 0 {
+			n.requestCatchUp(peers[rand.IntN(len(peers))], 0, false)
 		}
 	}
 }

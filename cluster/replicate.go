@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -26,6 +27,10 @@ const (
 // not wait for the next push/pull (30 s on a LAN) to hold the whole
 // snapshot.
 const catchUpDelay = 300 * time.Millisecond
+
+// catchUpGap is the least time between two catch-up requests to the same
+// peer made because a probe found the stores different.
+const catchUpGap = time.Second
 
 // maxQueued bounds the gossip queue, as Serf bounds its own. Gossip sends
 // a node's queue at a few dozen messages a second (three packets per
@@ -70,12 +75,22 @@ type ack struct {
 	Ack uint64 `cbor:"1,keyasint"`
 }
 
-// pushState is what a node sends in memberlist's push/pull: its name and
-// its digest, never the entries themselves.
+// pushState is what a node sends in memberlist's push/pull, and in a
+// catch-up request: its name and its digest, never the entries themselves.
 type pushState struct {
 	Node   string     `cbor:"1,keyasint"`
 	Digest vfs.Digest `cbor:"2,keyasint"`
+	// Limit, when set, bounds what the answer carries (bytes, counted as
+	// send counts them): a request made because a probe found the two
+	// stores different is for what gossip missed, not a whole resync.
+	Limit int `cbor:"3,keyasint,omitempty"`
+	// Reply marks a request made in answer to the peer's own request, which
+	// is not answered with a request again.
+	Reply bool `cbor:"4,keyasint,omitempty"`
 }
+
+// fingerprintTag starts the payload a node adds to its probe acks.
+const fingerprintTag byte = 'f'
 
 func encodeMsg(kind byte, body any) ([]byte, error) {
 	b, err := vfs.Encode(body)
@@ -225,7 +240,13 @@ func (n *Node) handleMsg(kind byte, body []byte) error {
 		if err := vfs.Decode(body, &st); err != nil {
 			return fmt.Errorf("decode catch-up request: %w", err)
 		}
-		n.answer(st.Node, st.Digest)
+		if st.Node == "" || st.Node == n.cfg.Name {
+			return nil
+		}
+		n.answer(st)
+		if !st.Reply && n.mayLack(st.Digest) {
+			n.requestCatchUp(st.Node, st.Limit, true)
+		}
 	default:
 		return fmt.Errorf("unknown message kind %q", kind)
 	}
@@ -323,7 +344,84 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	if st.Node == "" || st.Node == n.cfg.Name {
 		return
 	}
-	n.answer(st.Node, st.Digest)
+	n.answer(pushState{Node: st.Node, Digest: st.Digest})
+}
+
+// AckPayload adds this node's store fingerprint to the acks of the probes
+// it answers.
+func (d *delegate) AckPayload() []byte {
+	b := make([]byte, 9)
+	b[0] = fingerprintTag
+	binary.BigEndian.PutUint64(b[1:], d.store.Fingerprint())
+	return b
+}
+
+// NotifyPingComplete compares the fingerprint in a probe's ack with this
+// node's own. Each node probes one member a second (LAN and local
+// profiles), so a write that gossip missed on some node shows within about
+// a second, on the node itself or on one that probes it, and a catch-up
+// request repairs it; without this only the catch-up loop (every
+// CatchUpInterval) and push/pull (every 30 s or more) would. A difference
+// that is only a write still in flight costs one small exchange.
+func (d *delegate) NotifyPingComplete(other *memberlist.Node, _ time.Duration, payload []byte) {
+	n := (*Node)(d)
+	if other == nil || len(payload) != 9 || payload[0] != fingerprintTag {
+		return
+	}
+	if binary.BigEndian.Uint64(payload[1:]) == n.store.Fingerprint() {
+		return
+	}
+	n.requestCatchUp(other.Name, batchBytes, false)
+}
+
+// mayLack reports whether remote summarises, for some writer, other
+// entries than this node holds: a peer's catch-up request whose answer
+// alone would not make the two stores equal.
+func (n *Node) mayLack(remote vfs.Digest) bool {
+	local := n.store.Digest()
+	for w, rd := range remote {
+		if ld, ok := local[w]; !ok || ld.Count != rd.Count || ld.Sum != rd.Sum {
+			return true
+		}
+	}
+	return false
+}
+
+// requestCatchUp sends peer this node's digest, in the background; the
+// peer answers with what this node lacks, at most limit bytes of it when
+// limit > 0. It does nothing while a transfer to this node is in flight
+// (the entries asked for are likely on their way) or when a request to the
+// same peer went out less than catchUpGap ago.
+func (n *Node) requestCatchUp(peer string, limit int, reply bool) {
+	now := time.Now()
+	n.mu.Lock()
+	for _, at := range n.streaming {
+		if now.Sub(at) < n.cfg.PullTimeout {
+			n.mu.Unlock()
+			return
+		}
+	}
+	if now.Sub(n.asked[peer]) < catchUpGap {
+		n.mu.Unlock()
+		return
+	}
+	n.asked[peer] = now
+	n.mu.Unlock()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		node := n.liveNode(peer)
+		if node == nil {
+			return
+		}
+		msg, err := encodeMsg(msgCatch, pushState{Node: n.cfg.Name, Digest: n.store.Digest(), Limit: limit, Reply: reply})
+		if err != nil {
+			return
+		}
+		if err := n.ml.Load().SendReliable(node, msg); err != nil {
+			n.log.Debug("catch-up request", "peer", peer, "err", err)
+		}
+	}()
 }
 
 // answer sends peer, in the background, the entries its digest d lacks.
@@ -331,35 +429,61 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 // (push/pull and a catch-up request can overlap) waits, the newest
 // replacing older ones, and is answered when the transfer ends. Answering
 // both at once would send most of a large resync twice.
-func (n *Node) answer(peer string, d vfs.Digest) {
+func (n *Node) answer(req pushState) {
+	peer := req.Node
 	n.mu.Lock()
-	if next, busy := n.answering[peer]; busy {
-		*next = d
+	if a, busy := n.answering[peer]; busy {
+		a.next = &req
 		n.mu.Unlock()
 		return
 	}
-	n.answering[peer] = new(vfs.Digest)
+	n.answering[peer] = &answering{}
 	n.mu.Unlock()
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
 		for {
-			if missing := n.store.Missing(d); len(missing) > 0 {
+			missing := n.store.Missing(req.Digest)
+			if req.Limit > 0 {
+				missing = missing[:fitting(missing, req.Limit)]
+			}
+			if len(missing) > 0 {
 				if err := n.send(peer, missing, false); err != nil {
 					n.log.Debug("anti-entropy push", "peer", peer, "entries", len(missing), "err", err)
 				}
 			}
 			n.mu.Lock()
-			next := n.answering[peer]
-			if *next == nil || n.ctx.Err() != nil {
+			a := n.answering[peer]
+			if a.next == nil || n.ctx.Err() != nil {
 				delete(n.answering, peer)
 				n.mu.Unlock()
 				return
 			}
-			d, *next = *next, nil
+			req, a.next = *a.next, nil
 			n.mu.Unlock()
 		}
 	}()
+}
+
+// answering is an anti-entropy transfer to a peer in flight.
+type answering struct {
+	next *pushState // the request to answer when it ends; nil: none
+}
+
+// entrySize is what an entry counts for towards batchBytes and a limit.
+func entrySize(e vfs.Entry) int { return len(e.Value) + len(e.Path) + 64 }
+
+// fitting returns how many of entries, from the first, fit in limit bytes;
+// at least one, so that a value larger than the limit still travels.
+func fitting(entries []vfs.Entry, limit int) int {
+	size := 0
+	for i, e := range entries {
+		size += entrySize(e)
+		if size > limit && i > 0 {
+			return i
+		}
+	}
+	return len(entries)
 }
 
 // receiving notes which peers are in the middle of a transfer to this node
@@ -446,17 +570,12 @@ func (n *Node) send(peer string, entries []vfs.Entry, announce bool) error {
 			return fmt.Errorf("%w: %s did not apply a batch of %d entries within %s", ErrNoAck, peer, len(es), n.cfg.PullTimeout)
 		}
 	}
-	start := 0
-	size := 0
-	for i, e := range entries {
-		sz := len(e.Value) + len(e.Path) + 64
-		if size+sz > batchBytes && i > start {
-			if err := flush(entries[start:i], true); err != nil {
-				return err
-			}
-			start, size = i, 0
+	for len(entries) > 0 {
+		k := fitting(entries, batchBytes)
+		if err := flush(entries[:k], k < len(entries)); err != nil {
+			return err
 		}
-		size += sz
+		entries = entries[k:]
 	}
-	return flush(entries[start:], false)
+	return nil
 }

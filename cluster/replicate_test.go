@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
+
 	"github.com/ctxos/ctxos/cluster/vfs"
 )
 
@@ -65,4 +67,65 @@ func TestTransferWaitsForTheReceiversAck(t *testing.T) {
 		t.Fatalf("send once acks flow: %v", err)
 	}
 	waitFor(t, 30*time.Second, "the receiver holds every entry", func() bool { return held() == len(entries) })
+}
+
+// TestProbeFingerprintRepairsWhatGossipMissed gives one node an entry that
+// gossip never carries (merged into its store alone) with the catch-up
+// loop and push/pull out of the way: the other nodes get it because the
+// fingerprint in a probe's ack differs from their own.
+func TestProbeFingerprintRepairsWhatGossipMissed(t *testing.T) {
+	_, nodes := testCluster(t, 3, func(i int, c *Config, o *vfs.Options) {
+		c.CatchUpInterval = time.Hour
+		c.profile = func() *memberlist.Config {
+			mc := memberlist.DefaultLocalConfig()
+			mc.PushPullInterval = time.Hour
+			return mc
+		}
+	})
+	value, err := vfs.Encode("missed by gossip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := vfs.Entry{Path: "/run/n9/missed", Value: value, Version: vfs.Version{Wall: time.Now().UnixNano(), Node: "n9"}}
+	if applied, err := nodes[0].Store().Merge(e); err != nil || !applied {
+		t.Fatalf("merge = %v, %v", applied, err)
+	}
+	waitFor(t, 30*time.Second, "every node holds the entry", func() bool {
+		for _, n := range nodes {
+			if !holds(n, e.Path, "missed by gossip") {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, 30*time.Second, "every fingerprint agrees", func() bool {
+		return nodes[1].Store().Fingerprint() == nodes[0].Store().Fingerprint() &&
+			nodes[2].Store().Fingerprint() == nodes[0].Store().Fingerprint()
+	})
+}
+
+func TestFitting(t *testing.T) {
+	entry := func(valueLen int) vfs.Entry {
+		return vfs.Entry{Path: "/run/n0/x", Value: make([]byte, valueLen)}
+	}
+	small := entry(100) // counts 100 + 9 + 64 = 173 bytes
+	tests := []struct {
+		name    string
+		entries []vfs.Entry
+		limit   int
+		want    int
+	}{
+		{"none", nil, 1000, 0},
+		{"all fit", []vfs.Entry{small, small}, 1000, 2},
+		{"exactly the limit", []vfs.Entry{small, small, small}, 346, 2},
+		{"one over", []vfs.Entry{small, small, small}, 345, 1},
+		{"a first entry over the limit still goes", []vfs.Entry{entry(5000), small}, 1000, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := fitting(tt.entries, tt.limit); got != tt.want {
+				t.Errorf("fitting = %d, want %d", got, tt.want)
+			}
+		})
+	}
 }

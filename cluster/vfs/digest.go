@@ -94,6 +94,21 @@ type writerState struct {
 	stale bool // Max was removed; the true Max is lower
 }
 
+// Fingerprint summarises the whole store in one number: stores holding the
+// same entries have the same fingerprint, and stores that differ almost
+// surely do not. Nodes put it in the acks of memberlist's probes to find
+// out, within about a probe interval, that gossip missed one of them.
+func (s *Store) Fingerprint() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var sum, count uint64
+	for _, d := range s.digest {
+		sum += d.Sum
+		count += uint64(d.Count)
+	}
+	return mix64(sum ^ mix64(count))
+}
+
 // Digest returns the per-writer summary of this store, for a peer's Missing.
 func (s *Store) Digest() Digest {
 	s.mu.Lock()
