@@ -292,63 +292,74 @@ func (ev *evaluation) at(path []string, msg string) Diagnostic {
 type references struct {
 	ctx, mid map[string][]string // name → the names it requires
 	allow    []Rule              // ztb.allow
-	// hasPort reports whether CTX ctx has a port named port; it is asked
-	// only about CTXs in ctx.
-	hasPort func(ctx, port string) bool
+	// ports holds the ports that exist of those that ztb rules name by
+	// name, so that the configuration need not be kept to look them up.
+	ports map[namedPort]bool
+}
+
+// namedPort is a port of a CTX, by name.
+type namedPort struct{ ctx, port string }
+
+func newReferences() *references {
+	return &references{ctx: map[string][]string{}, mid: map[string][]string{}, ports: map[namedPort]bool{}}
 }
 
 // referencesOf takes the references of a decoded configuration.
-func referencesOf(cfg *Config) references {
-	r := references{
-		ctx:   make(map[string][]string, len(cfg.Ctx)),
-		mid:   make(map[string][]string, len(cfg.Mid)),
-		allow: cfg.Ztb.Allow,
-		hasPort: func(ctx, port string) bool {
-			_, ok := cfg.Ctx[ctx].Ports[port]
-			return ok
-		},
-	}
+func referencesOf(cfg *Config) *references {
+	r := newReferences()
+	r.allow = cfg.Ztb.Allow
 	for name, c := range cfg.Ctx {
 		r.ctx[name] = c.Requires
 	}
 	for name, m := range cfg.Mid {
 		r.mid[name] = m.Requires
 	}
+	for _, rule := range r.allow {
+		if _, ok := cfg.Ctx[rule.To].Ports[rule.Port.Name]; ok {
+			r.ports[namedPort{rule.To, rule.Port.Name}] = true
+		}
+	}
 	return r
 }
 
-// referencesIn reads the references straight from the evaluated
-// configuration, looking up only requires in each CTX and MID and the
-// ports that a ztb rule names.
-func referencesIn(config cue.Value) (references, error) {
-	r := references{
-		hasPort: func(ctx, port string) bool {
-			return config.LookupPath(cue.MakePath(cue.Str("ctx"), cue.Str(ctx), cue.Str("ports"), cue.Str(port))).Exists()
-		},
-	}
-	var err error
-	if r.ctx, err = requiresIn(config, "ctx"); err != nil {
-		return r, err
-	}
-	if r.mid, err = requiresIn(config, "mid"); err != nil {
-		return r, err
-	}
-	allow := config.LookupPath(cue.ParsePath("ztb.allow"))
-	if allow.Exists() {
-		if err := decodeValue(allow, reflect.ValueOf(&r.allow).Elem(), "ztb.allow"); err != nil {
-			return r, err
+// read adds the references in the evaluated configuration to r,
+// looking up only requires in each CTX and MID, the ports that r's ztb
+// rules name, and, with readAllow, the ztb rules first.
+func (r *references) read(config cue.Value, readAllow bool) error {
+	if readAllow {
+		allow := config.LookupPath(cue.ParsePath("ztb.allow"))
+		if allow.Exists() {
+			if err := decodeValue(allow, reflect.ValueOf(&r.allow).Elem(), "ztb.allow"); err != nil {
+				return err
+			}
 		}
 	}
-	return r, nil
+	ctxs, err := requiresIn(config, "ctx", r.ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := requiresIn(config, "mid", r.mid); err != nil {
+		return err
+	}
+	for _, rule := range r.allow {
+		if rule.Port.Name == "" || !ctxs[rule.To] {
+			continue
+		}
+		p := cue.MakePath(cue.Str("ctx"), cue.Str(rule.To), cue.Str("ports"), cue.Str(rule.Port.Name))
+		if config.LookupPath(p).Exists() {
+			r.ports[namedPort{rule.To, rule.Port.Name}] = true
+		}
+	}
+	return nil
 }
 
-// requiresIn maps the name of every item under the top-level field kind
-// to its requires.
-func requiresIn(config cue.Value, kind string) (map[string][]string, error) {
-	out := map[string][]string{}
+// requiresIn adds the name of every item under the top-level field kind,
+// with its requires, to out, and returns the names it added.
+func requiresIn(config cue.Value, kind string, out map[string][]string) (map[string]bool, error) {
+	names := map[string]bool{}
 	v := config.LookupPath(cue.MakePath(cue.Str(kind)))
 	if !v.Exists() {
-		return out, nil
+		return names, nil
 	}
 	it, err := v.Fields()
 	if err != nil {
@@ -364,14 +375,15 @@ func requiresIn(config cue.Value, kind string) (map[string][]string, error) {
 			}
 		}
 		out[name] = requires
+		names[name] = true
 	}
-	return out, nil
+	return names, nil
 }
 
 // checkReferences checks what CUE cannot see across the configuration:
 // ztb rules and requires must name existing CTXs or MIDs, and requires
 // must not form a cycle.
-func (ev *evaluation) checkReferences(refs references) []Diagnostic {
+func (ev *evaluation) checkReferences(refs *references) []Diagnostic {
 	var diags []Diagnostic
 	exists := func(name string) bool {
 		_, c := refs.ctx[name]
@@ -387,7 +399,7 @@ func (ev *evaluation) checkReferences(refs references) []Diagnostic {
 			}
 		}
 		if _, ok := refs.ctx[r.To]; ok && r.Port.Name != "" {
-			if !refs.hasPort(r.To, r.Port.Name) {
+			if !refs.ports[namedPort{r.To, r.Port.Name}] {
 				diags = append(diags, ev.at([]string{"ztb", "allow", idx, "port"},
 					fmt.Sprintf("CTX %s has no port named %q", r.To, r.Port.Name)))
 			}

@@ -102,7 +102,7 @@ type sourceFile struct {
 // package config (or has no package clause) and is unified with the embedded
 // schema's #Config, whether or not it imports the schema itself.
 func Load(ctx context.Context, dir string) (*Snapshot, []Diagnostic, error) {
-	r, diags, err := loadDir(ctx, dir, true)
+	r, diags, err := loadDir(ctx, dir, loadOptions{export: true})
 	if r == nil {
 		return nil, diags, err
 	}
@@ -123,11 +123,24 @@ type Summary struct {
 // nothing when the result is only "valid or not", as in CI. The summary is
 // nil when there are diagnostics.
 func Vet(ctx context.Context, dir string) (*Summary, []Diagnostic, error) {
-	r, diags, err := loadDir(ctx, dir, false)
+	r, diags, err := loadDir(ctx, dir, loadOptions{partFiles: vetPartFiles})
 	if r == nil {
 		return nil, diags, err
 	}
 	return &r.summary, diags, err
+}
+
+// vetPartFiles is how many files Vet evaluates at a time where it may
+// evaluate a repository in parts (see literalParts): a part's evaluation
+// is dropped before the next one starts, so Vet's memory grows with the
+// part rather than the repository, while each part pays for building the
+// schema again.
+const vetPartFiles = 100
+
+// loadOptions says what loadDir does after evaluation.
+type loadOptions struct {
+	export    bool // export the snapshot
+	partFiles int  // without export: evaluate plain-data repositories this many files at a time; 0 means all at once
 }
 
 // loaded is the result of evaluating a valid directory: the snapshot, when
@@ -137,7 +150,7 @@ type loaded struct {
 	summary Summary
 }
 
-func loadDir(ctx context.Context, dir string, export bool) (*loaded, []Diagnostic, error) {
+func loadDir(ctx context.Context, dir string, opts loadOptions) (*loaded, []Diagnostic, error) {
 	info, err := os.Stat(dir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("load %s: %w", dir, err)
@@ -173,7 +186,7 @@ func loadDir(ctx context.Context, dir string, export bool) (*loaded, []Diagnosti
 	// runs on until evaluation ends; the CLI exits right after, and a
 	// long-running caller pays that CPU once per runaway configuration.
 	go func() {
-		r, diags, err := evaluate(files, export)
+		r, diags, err := evaluate(files, opts)
 		done <- result{r, diags, err}
 	}()
 	select {
@@ -404,45 +417,37 @@ type evaluation struct {
 }
 
 // evaluate unifies the user's files with the schema, validates the result
-// and, with export, exports the snapshot.
-func evaluate(files []sourceFile, export bool) (*loaded, []Diagnostic, error) {
-	cctx := cuecontext.New()
-	bctx := build.NewContext()
-	sinst, err := schemaInstance(bctx)
-	if err != nil {
-		return nil, nil, fmt.Errorf("embedded schema: %w", err)
-	}
-
+// and, with opts.export, exports the snapshot.
+func evaluate(files []sourceFile, opts loadOptions) (*loaded, []Diagnostic, error) {
 	ev := &evaluation{
 		userFiles: make(map[string]bool, len(files)),
 		fields:    make(map[string]token.Pos),
 		embeds:    make(map[token.Pos]bool),
 	}
 	diags := checkNames(files)
-	inst := bctx.NewInstance("", nil)
-	inst.Imports = []*build.Instance{sinst}
 	for _, f := range files {
 		ev.userFiles[f.rel] = true
 		ev.indexFields("", f.syntax.Decls)
 		stripConfigEmbed(f.syntax)
-		if err := inst.AddSyntax(f.syntax); err != nil {
-			diags = append(diags, errorDiagnostics(err, ev)...)
+	}
+	if !opts.export && opts.partFiles > 0 && len(diags) == 0 {
+		if parts := literalParts(files, opts.partFiles); len(parts) > 1 {
+			return ev.evaluateParts(parts)
 		}
 	}
+	inst, d, err := ev.instance(files)
+	if err != nil {
+		return nil, nil, err
+	}
+	diags = append(diags, d...)
 	if inst.Err != nil {
 		return nil, append(diags, errorDiagnostics(inst.Err, ev)...), nil
 	}
-	// The user's files are unified with #Config as a whole, not file by
-	// file (see stripConfigEmbed). The user's value is not checked on its
-	// own first: that would evaluate the configuration twice, and any
-	// error in it shows in the unified value as well.
-	schema := cctx.BuildInstance(sinst)
-	if err := schema.Err(); err != nil {
-		return nil, nil, fmt.Errorf("embedded schema: %w", err)
+	config, err := unify(inst)
+	if err != nil {
+		return nil, nil, err
 	}
-	user := cctx.BuildInstance(inst)
-	config := schema.LookupPath(cue.MakePath(cue.Def("#Config"))).Unify(user)
-	if err := config.Err(); err != nil {
+	if err := valueErrors(config); err != nil {
 		return nil, append(diags, errorDiagnostics(err, ev)...), nil
 	}
 	if err := config.Validate(cue.Concrete(true)); err != nil {
@@ -451,9 +456,9 @@ func evaluate(files []sourceFile, export bool) (*loaded, []Diagnostic, error) {
 	if len(diags) > 0 {
 		return nil, diags, nil
 	}
-	if !export {
-		refs, err := referencesIn(config)
-		if err != nil {
+	if !opts.export {
+		refs := newReferences()
+		if err := refs.read(config, true); err != nil {
 			return nil, nil, fmt.Errorf("read the evaluated configuration: %w", err)
 		}
 		if d := ev.checkReferences(refs); len(d) > 0 {
@@ -473,6 +478,120 @@ func evaluate(files []sourceFile, export bool) (*loaded, []Diagnostic, error) {
 		return nil, nil, err
 	}
 	return &loaded{snap: snap, summary: Summary{Ctx: len(cfg.Ctx), Mid: len(cfg.Mid)}}, nil, nil
+}
+
+// instance builds files into one CUE instance that imports the schema.
+// Problems adding a file are diagnostics.
+func (ev *evaluation) instance(files []sourceFile) (*build.Instance, []Diagnostic, error) {
+	bctx := build.NewContext()
+	sinst, err := schemaInstance(bctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("embedded schema: %w", err)
+	}
+	inst := bctx.NewInstance("", nil)
+	inst.Imports = []*build.Instance{sinst}
+	var diags []Diagnostic
+	for _, f := range files {
+		if err := inst.AddSyntax(f.syntax); err != nil {
+			diags = append(diags, errorDiagnostics(err, ev)...)
+		}
+	}
+	return inst, diags, nil
+}
+
+// unify evaluates inst unified with #Config, in a CUE context of its own:
+// a context keeps every instance built in it, so one per evaluation is
+// what lets an evaluation's memory go with its value.
+//
+// The user's files are unified with #Config as a whole, not file by file
+// (see stripConfigEmbed). The user's value is not checked on its own
+// first: any error in it shows in the unified value as well.
+func unify(inst *build.Instance) (cue.Value, error) {
+	cctx := cuecontext.New()
+	schema := cctx.BuildInstance(inst.Imports[0])
+	if err := schema.Err(); err != nil {
+		return cue.Value{}, fmt.Errorf("embedded schema: %w", err)
+	}
+	user := cctx.BuildInstance(inst)
+	return schema.LookupPath(cue.MakePath(cue.Def("#Config"))).Unify(user), nil
+}
+
+// valueErrors returns every error in config other than values left
+// incomplete, or nil when there is none. config.Err alone tells only the
+// first; with every error, evaluating in parts finds what evaluating all
+// at once does.
+func valueErrors(config cue.Value) error {
+	err := config.Err()
+	if err == nil {
+		return nil
+	}
+	if all := config.Validate(); all != nil {
+		return all
+	}
+	return err
+}
+
+// evaluateParts evaluates each part on its own, keeping of each only its
+// diagnostics and references, and reports what evaluating them together
+// would: every error of the values if any part has one, else every
+// concreteness error, else the problems across parts that
+// checkReferences finds.
+func (ev *evaluation) evaluateParts(parts [][]sourceFile) (*loaded, []Diagnostic, error) {
+	insts := make([]*build.Instance, len(parts))
+	var diags, instErrs []Diagnostic
+	for i, p := range parts {
+		inst, d, err := ev.instance(p)
+		if err != nil {
+			return nil, nil, err
+		}
+		diags = append(diags, d...)
+		if inst.Err != nil {
+			instErrs = append(instErrs, errorDiagnostics(inst.Err, ev)...)
+		}
+		insts[i] = inst
+	}
+	if len(instErrs) > 0 {
+		return nil, append(diags, instErrs...), nil
+	}
+	refs := newReferences()
+	var valueErrs, concreteErrs []Diagnostic
+	for i := range insts {
+		config, err := unify(insts[i])
+		if err != nil {
+			return nil, nil, err
+		}
+		// Nothing but config refers to the part's instance and syntax
+		// from here on.
+		insts[i] = nil
+		for j := range parts[i] {
+			parts[i][j].syntax = nil
+		}
+		if err := valueErrors(config); err != nil {
+			valueErrs = append(valueErrs, errorDiagnostics(err, ev)...)
+			continue
+		}
+		if err := config.Validate(cue.Concrete(true)); err != nil {
+			concreteErrs = append(concreteErrs, errorDiagnostics(err, ev)...)
+			continue
+		}
+		// The first part has every file with top-level fields other than
+		// ctx and mid, so all of ztb.
+		if err := refs.read(config, i == 0); err != nil {
+			return nil, nil, fmt.Errorf("read the evaluated configuration: %w", err)
+		}
+	}
+	switch {
+	case len(valueErrs) > 0:
+		return nil, append(diags, valueErrs...), nil
+	case len(concreteErrs) > 0:
+		return nil, append(diags, concreteErrs...), nil
+	case len(diags) > 0:
+		return nil, diags, nil
+	}
+	if d := ev.checkReferences(refs); len(d) > 0 {
+		return nil, d, nil
+	}
+	return &loaded{summary: Summary{Ctx: len(refs.ctx), Mid: len(refs.mid)}}, nil, nil
 }
 
 // normalizeNumbers turns json.Number into int64 where the number is whole,
