@@ -364,3 +364,57 @@ func corruptFiles(tb testing.TB, dir string) {
 		tb.Fatalf("no replica file in %s to corrupt", dir)
 	}
 }
+
+// TestStartedMarksALife checks Member.Started: the others see it, and a
+// node restarted on its replica starts a life above every version it wrote
+// before, even when its wall clock went back.
+func TestStartedMarksALife(t *testing.T) {
+	net := NewPartition()
+	dir := t.TempDir()
+	n0 := testNode(t, net, "n0", "", nil)
+	t.Cleanup(func() { n0.Close() })
+	n1 := testNode(t, net, "n1", dir, nil)
+	ctx := context.Background()
+	if err := n1.Join(ctx, []string{n0.GossipAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	startedOf := func(name string) int64 {
+		for _, m := range n0.Members() {
+			if m.Name == name && m.State == StateAlive {
+				return m.Started
+			}
+		}
+		return 0
+	}
+	waitFor(t, 30*time.Second, "n0 sees n1's Started", func() bool { return startedOf("n1") > 0 })
+	first := startedOf("n1")
+	e, err := n1.Store().PutValue("/run/n1/before", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Version.Wall < first {
+		t.Fatalf("a write of this life has Wall %d below its Started %d", e.Version.Wall, first)
+	}
+	if err := n1.Leave(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	n1.Close()
+
+	// Back with its wall clock stepped an hour back: its replica's clock
+	// still puts the new life above what it wrote before.
+	n1 = testNode(t, net, "n1", dir, func(_ *Config, o *vfs.Options) {
+		o.Now = func() time.Time { return time.Now().Add(-time.Hour) }
+	})
+	t.Cleanup(func() { n1.Close() })
+	if err := n1.Join(ctx, []string{n0.GossipAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "n0 sees n1's new life", func() bool { return startedOf("n1") > e.Version.Wall })
+	again, err := n1.Store().PutValue("/run/n1/after", "y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Version.Wall < startedOf("n1") {
+		t.Errorf("a write of the new life has Wall %d below its Started %d", again.Version.Wall, startedOf("n1"))
+	}
+}

@@ -17,6 +17,11 @@ type Meta struct {
 	// Leaving is set just before a graceful leave, so the others can tell
 	// "left" from "failed": memberlist does not expose that distinction.
 	Leaving bool `cbor:"4,keyasint,omitempty" json:"leaving,omitempty"`
+	// Started is the node's VFS clock (a version's Wall) when this life of
+	// it started (vfs.Store.StartEpoch): every entry it writes from then on
+	// has at least this Wall, and the replica keeps the clock across
+	// restarts, so an entry below it is from an earlier life.
+	Started int64 `cbor:"5,keyasint,omitempty" json:"started,omitempty"`
 }
 
 func encodeMeta(m Meta, limit int) ([]byte, error) {
@@ -58,6 +63,9 @@ type Member struct {
 	Roles  []string          `json:"roles,omitempty"`
 	// Since is when this node saw the member enter its current state.
 	Since time.Time `json:"since"`
+	// Started is Meta.Started: the member's VFS clock (Wall, Unix
+	// nanoseconds) when it started; 0 when unknown.
+	Started int64 `json:"started,omitempty"`
 }
 
 func sortMembers(ms []Member) {

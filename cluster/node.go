@@ -119,6 +119,9 @@ func Start(ctx context.Context, cfg Config, storeOpts vfs.Options) (*Node, error
 		return nil, err
 	}
 	n.store = store
+	m := *n.meta.Load()
+	m.Started = store.StartEpoch()
+	n.meta.Store(&m)
 
 	mc, err := cfg.memberlistConfig()
 	if err != nil {
@@ -345,6 +348,8 @@ func (n *Node) memberLocked(m memberlist.Node) Member {
 		Labels: meta.Labels,
 		Roles:  meta.Roles,
 		Since:  n.joined[m.Name],
+
+		Started: meta.Started,
 	}
 }
 

@@ -182,3 +182,49 @@ func oncePerInstance(marker string, n int) bool {
 	}
 	return len(m) == n
 }
+
+// TestReadInstancesOfAMemberThatJustJoined checks which /run/<m>/instances
+// entries of a member seen joining after this loop started are believed:
+// one written in the member's current life (at or above its Started) at
+// once, even when written before this node saw the join; one from an
+// earlier life only after JoinGrace, or never when Started says so.
+func TestReadInstancesOfAMemberThatJustJoined(t *testing.T) {
+	store := newStore(t, "n1")
+	journal, _ := openTestJournal(t, t.TempDir())
+	rec, err := New(Config{Node: "n1", Store: store, Journal: journal, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	rec.started = now.Add(-time.Minute)
+	joined := now.Add(-time.Second) // this node saw m join a second ago
+	life := now.Add(-3 * time.Second).UnixNano()
+	tests := []struct {
+		name    string
+		written int64 // the entry's Wall
+		started int64 // the member's Started
+		want    bool
+	}{
+		{"written in this life, before the join was seen", life + 1, life, true},
+		{"written after the join was seen", now.UnixNano(), life, true},
+		{"from an earlier life", life - 1, life, false},
+		{"older than the join, Started unknown", life + 1, 0, false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := fmt.Sprintf("m%d", i)
+			value, err := vfs.Encode(map[string]InstanceStatus{"web.0": {Kind: "ctx", Name: "web", Instance: "web.0", Driver: "process"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := vfs.Entry{Path: "/run/" + m + "/" + runInstances, Value: value, Version: vfs.Version{Wall: tt.written, Node: m}}
+			if _, err := store.Merge(e); err != nil {
+				t.Fatal(err)
+			}
+			got := rec.readInstances([]string{"n1", m}, map[string]time.Time{m: joined}, map[string]int64{m: tt.started})
+			if _, ok := got[m]; ok != tt.want {
+				t.Errorf("entry believed = %v, want %v", ok, tt.want)
+			}
+		})
+	}
+}

@@ -344,24 +344,27 @@ func (r *Reconciler) pollMembers(ctx context.Context) {
 // always one.
 func (r *Reconciler) liveMembers() []string {
 	names := []string{r.cfg.Node}
-	for name := range r.liveSince() {
+	since, _ := r.liveSince()
+	for name := range since {
 		names = append(names, name)
 	}
 	sort.Strings(names)
 	return slices.Compact(names)
 }
 
-// liveSince maps the alive members to when this node saw them join.
-func (r *Reconciler) liveSince() map[string]time.Time {
-	out := map[string]time.Time{}
+// liveSince maps the alive members to when this node saw them join, and
+// to the VFS clock at the start of their current life (cluster.Member's
+// Started).
+func (r *Reconciler) liveSince() (since map[string]time.Time, started map[string]int64) {
+	since, started = map[string]time.Time{}, map[string]int64{}
 	if r.cfg.Members != nil {
 		for _, m := range r.cfg.Members() {
 			if m.State == cluster.StateAlive {
-				out[m.Name] = m.Since
+				since[m.Name], started[m.Name] = m.Since, m.Started
 			}
 		}
 	}
-	return out
+	return since, started
 }
 
 // recordStep writes a transition to the journal and counts it.
@@ -502,7 +505,7 @@ func (r *Reconciler) pass(ctx context.Context) {
 	}
 
 	// 2. Eligible nodes and where instances run now.
-	since := r.liveSince()
+	since, started := r.liveSince()
 	live := r.liveMembers()
 	ps.nodes = r.eligibleNodes(live)
 	if !slices.ContainsFunc(ps.nodes, func(n Node) bool { return n.Name == r.cfg.Node }) {
@@ -519,7 +522,7 @@ func (r *Reconciler) pass(ctx context.Context) {
 		ps.observed[name] = insts
 		observeOK[name] = true
 	}
-	others := r.readInstances(live, since)
+	others := r.readInstances(live, since, started)
 	now := r.now()
 	for _, name := range live {
 		if name == r.cfg.Node || now.Sub(laterOf(since[name], r.started)) >= r.cfg.JoinGrace {
@@ -614,8 +617,11 @@ func (r *Reconciler) eligibleNodes(live []string) []Node {
 // back to a node that does not run them. Such a node counts as not seen
 // until it publishes afresh. (Members already there when this loop
 // started are believed: to a node that just came back, everyone else
-// "joined" at its own join, and their entries are current.)
-func (r *Reconciler) readInstances(live []string, since map[string]time.Time) map[string]map[string]InstanceStatus {
+// "joined" at its own join, and their entries are current.) An entry
+// written in the member's current life (a Wall at or above its Started) is
+// believed at once, however late this node saw the member join: in a
+// cluster forming, a member often publishes before the others hear of it.
+func (r *Reconciler) readInstances(live []string, since map[string]time.Time, started map[string]int64) map[string]map[string]InstanceStatus {
 	out := map[string]map[string]InstanceStatus{}
 	now := r.now()
 	for _, name := range live {
@@ -626,7 +632,8 @@ func (r *Reconciler) readInstances(live []string, since map[string]time.Time) ma
 		if !ok {
 			continue
 		}
-		if joined := since[name]; joined.After(r.started) && e.Version.Wall < joined.UnixNano() && now.Sub(joined) < r.cfg.JoinGrace {
+		thisLife := started[name] > 0 && e.Version.Wall >= started[name]
+		if joined := since[name]; !thisLife && joined.After(r.started) && e.Version.Wall < joined.UnixNano() && now.Sub(joined) < r.cfg.JoinGrace {
 			continue
 		}
 		var m map[string]InstanceStatus

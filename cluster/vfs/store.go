@@ -455,6 +455,18 @@ func (s *Store) remove(r *record) {
 	}
 }
 
+// StartEpoch moves the store's clock to a Wall above every version it has
+// written or merged (and not below the wall clock) and returns that Wall:
+// every later local write has at least that Wall, every earlier one less.
+// A node calls it when it starts, to tell the entries of this life from
+// those an earlier life left in its peers.
+func (s *Store) StartEpoch() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.clock.wall, s.clock.logical = max(s.clock.wall+1, s.now().UnixNano()), 0
+	return s.clock.wall
+}
+
 func (s *Store) clockVersion() Version {
 	return Version{Wall: s.clock.wall, Logical: s.clock.logical, Node: s.node}
 }
