@@ -143,7 +143,9 @@ func errorDiagnostics(err error, ev *evaluation) []Diagnostic {
 	matchN := map[string]bool{}  // paths with a matchN error
 	for _, e := range cueerrors.Errors(err) {
 		path := e.Path()
-		if len(path) > 0 && path[0] == "#Config" {
+		// The user's value is evaluated as #Config, or as a part's field
+		// (see wrapPart); that is no part of the user's paths.
+		if len(path) > 0 && (path[0] == "#Config" || path[0] == partField) {
 			path = path[1:]
 		}
 		format, args := e.Msg()

@@ -577,7 +577,7 @@ func (ev *evaluation) evaluateParts(parts [][]sourceFile) (*loaded, []Diagnostic
 	insts := make([]*build.Instance, len(parts))
 	var diags, instErrs []Diagnostic
 	for i, p := range parts {
-		inst, d, err := ev.instance(p)
+		inst, d, err := ev.instance([]sourceFile{wrapPart(p)})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -596,11 +596,7 @@ func (ev *evaluation) evaluateParts(parts [][]sourceFile) (*loaded, []Diagnostic
 	results := make([]partResult, len(insts))
 	evalPart := func(i int, allow []Rule) {
 		r := &results[i]
-		config, err := unify(insts[i])
-		if err != nil {
-			r.err = err
-			return
-		}
+		config := cuecontext.New().BuildInstance(insts[i]).LookupPath(cue.MakePath(cue.Str(partField)))
 		// Nothing but config refers to the part's instance and syntax
 		// from here on.
 		insts[i] = nil

@@ -2,9 +2,11 @@ package schema
 
 import (
 	"sort"
+	"strconv"
 	"strings"
 
 	"cuelang.org/go/cue/ast"
+	"cuelang.org/go/cue/parser"
 	"cuelang.org/go/cue/token"
 )
 
@@ -41,6 +43,41 @@ func literalParts(files []sourceFile, partFiles int) [][]sourceFile {
 		start = end
 	}
 	return parts
+}
+
+// partField is the field of wrapPart's file that holds the part.
+const partField = "ctxosPart"
+
+// wrapPart makes the files of one part, all plain data, one file whose
+// only field is the part unified with schema.#Config:
+//
+//	ctxosPart: schema.#Config & {<every declaration of the part's files>}
+//
+// Evaluating that evaluates the user's value once, as part of #Config;
+// building the files as an instance of their own, as unify does, first
+// evaluates them alone. Plain data has no reference, import or let whose
+// meaning could change by moving, and its syntax keeps its positions, so
+// diagnostics are the same.
+func wrapPart(files []sourceFile) sourceFile {
+	f, err := parser.ParseFile(schemaFilePrefix+"part.cue",
+		"package "+PackageName+"\n\nimport schema "+strconv.Quote(ImportPath)+"\n\n"+partField+": schema.#Config & {}\n")
+	if err != nil {
+		panic(err) // a constant source
+	}
+	var user *ast.StructLit
+	for _, d := range f.Decls {
+		if field, ok := d.(*ast.Field); ok {
+			user = field.Value.(*ast.BinaryExpr).Y.(*ast.StructLit)
+		}
+	}
+	for _, sf := range files {
+		for _, d := range sf.syntax.Decls {
+			if _, ok := d.(*ast.Package); !ok {
+				user.Elts = append(user.Elts, d)
+			}
+		}
+	}
+	return sourceFile{rel: f.Filename, syntax: f}
 }
 
 // onlyItems reports whether every top-level field of f is ctx or mid.
