@@ -461,7 +461,7 @@ func evaluate(files []sourceFile, opts loadOptions) (*loaded, []Diagnostic, erro
 		stripConfigEmbed(f.syntax)
 	}
 	if !opts.export && opts.partFiles > 0 && len(diags) == 0 {
-		if parts := literalParts(files, opts.partFiles); len(parts) > 1 {
+		if parts := literalParts(files, opts.partFiles); len(parts) > 0 {
 			return ev.evaluateParts(parts)
 		}
 	}
