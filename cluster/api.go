@@ -123,14 +123,25 @@ func writeError(w http.ResponseWriter, code int, format string, args ...any) {
 
 func pathOf(r *http.Request) string { return "/" + strings.TrimSuffix(r.PathValue("path"), "/") }
 
+// ContentTypeCBOR, asked for in a read's Accept header, makes the API answer
+// with the entries themselves (vfs.Entry, or a list of them) in CBOR: the
+// value bytes exactly as stored, which JSON cannot carry (it does not tell
+// 2.0 from 2), for a client that must rebuild a snapshot bit for bit.
+const ContentTypeCBOR = "application/cbor"
+
 func (a *API) getKV(w http.ResponseWriter, r *http.Request) {
 	p := pathOf(r)
+	raw := r.Header.Get("Accept") == ContentTypeCBOR
 	if _, recurse := r.URL.Query()["recurse"]; recurse || p == "/" {
 		if err := vfs.ValidatePrefix(p); err != nil {
 			writeError(w, http.StatusBadRequest, "%v", err)
 			return
 		}
 		entries := a.node.store.List(p)
+		if raw {
+			writeCBOR(w, entries)
+			return
+		}
 		out := make([]EntryView, 0, len(entries))
 		for _, e := range entries {
 			out = append(out, viewOf(e))
@@ -147,7 +158,21 @@ func (a *API) getKV(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "%s: no such entry", p)
 		return
 	}
+	if raw {
+		writeCBOR(w, e)
+		return
+	}
 	writeJSON(w, http.StatusOK, viewOf(e))
+}
+
+func writeCBOR(w http.ResponseWriter, v any) {
+	b, err := vfs.Encode(v)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "encode: %v", err)
+		return
+	}
+	w.Header().Set("Content-Type", ContentTypeCBOR)
+	_, _ = w.Write(b)
 }
 
 // refuseDesired answers 403 for writes to desired roots: only gitsync, in

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http/httptest"
@@ -142,5 +143,37 @@ func TestAPIMembersAndStatus(t *testing.T) {
 	}
 	if len(st.Members) != 1 || compact(st.Members[0].Sum) != `{"cpuPercent":12.5}` || st.Members[0].LastSeen.IsZero() {
 		t.Fatalf("status = %+v", st)
+	}
+}
+
+// TestAPIEntriesAsStored reads entries in CBOR: the value bytes are the
+// store's, including a float with no fraction that JSON would turn into an
+// integer.
+func TestAPIEntriesAsStored(t *testing.T) {
+	n, c := testAPI(t)
+	ctx := context.Background()
+	want, err := n.Store().PutValue("/sys/config", map[string]any{"ratio": 2.0, "replicas": 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.GetEntry(ctx, "/sys/config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Value, want.Value) || got.Version != want.Version || got.Path != want.Path {
+		t.Errorf("GetEntry = %+v, want %+v", got, want)
+	}
+	list, err := c.ListEntries(ctx, "/sys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || !bytes.Equal(list[0].Value, want.Value) {
+		t.Errorf("ListEntries(/sys) = %+v, want the one entry as stored", list)
+	}
+	if _, err := c.GetEntry(ctx, "/sys/none"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("GetEntry of a missing path: err = %v, want ErrNotFound", err)
+	}
+	if _, err := c.ListEntries(ctx, "/Bad"); err == nil || !strings.Contains(err.Error(), "/Bad") {
+		t.Errorf("ListEntries of a bad prefix: err = %v, want one naming it", err)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/ctxos/ctxos/cluster/vfs"
 )
 
 // ErrNotFound is returned by [Client.Get] for a path with no live entry.
@@ -93,6 +95,47 @@ func (c *Client) Get(ctx context.Context, path string) (EntryView, error) {
 	var e EntryView
 	err := c.Do(ctx, http.MethodGet, kvPath(path), nil, &e)
 	return e, err
+}
+
+// GetEntry reads one entry with its value as stored (CBOR), not as JSON.
+func (c *Client) GetEntry(ctx context.Context, path string) (vfs.Entry, error) {
+	var e vfs.Entry
+	err := c.getCBOR(ctx, kvPath(path), &e)
+	return e, err
+}
+
+// ListEntries reads every live entry under prefix with its value as stored.
+func (c *Client) ListEntries(ctx context.Context, prefix string) ([]vfs.Entry, error) {
+	var es []vfs.Entry
+	err := c.getCBOR(ctx, kvPath(prefix)+"?recurse", &es)
+	return es, err
+}
+
+func (c *Client) getCBOR(ctx context.Context, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", ContentTypeCBOR)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("ctxos API at %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return responseError(resp)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != ContentTypeCBOR {
+		return fmt.Errorf("GET %s: the API at %s answered %q, not CBOR: an agent older than this client?", path, c.base, ct)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("read answer of GET %s: %w", path, err)
+	}
+	if err := vfs.Decode(b, out); err != nil {
+		return fmt.Errorf("decode answer of GET %s: %w", path, err)
+	}
+	return nil
 }
 
 // List reads every live entry under prefix.

@@ -640,7 +640,7 @@ type instanceCopy struct {
 // into its schema type and encoded again as canonical CBOR; the manifest's
 // content hash then proves the rebuilt snapshot is the one in force.
 func (l *liveCluster) readSnapshot(ctx context.Context, c *cluster.Client) error {
-	rev, err := c.Get(ctx, schema.PathRevision)
+	rev, err := c.GetEntry(ctx, schema.PathRevision)
 	if errors.Is(err, cluster.ErrNotFound) {
 		return nil // nothing synced yet: the cluster desires nothing
 	}
@@ -648,24 +648,21 @@ func (l *liveCluster) readSnapshot(ctx context.Context, c *cluster.Client) error
 		return err
 	}
 	var m schema.Manifest
-	if err := json.Unmarshal(rev.Value, &m); err != nil {
+	if err := schema.Decode(rev.Value, &m); err != nil {
 		return fmt.Errorf("%s: %w", schema.PathRevision, err)
 	}
+	// The entries as stored (CBOR), so that the snapshot rebuilt here has
+	// the manifest's content hash bit for bit.
 	values := map[string][]byte{}
 	for _, root := range []string{"/ctx", "/mid", "/ztb", "/sys"} {
-		entries, err := c.List(ctx, root)
+		entries, err := c.ListEntries(ctx, root)
 		if err != nil {
 			return err
 		}
 		for _, e := range entries {
-			if e.Path == schema.PathRevision || e.Deleted {
-				continue
+			if e.Path != schema.PathRevision && !e.Deleted {
+				values[e.Path] = e.Value
 			}
-			b, err := canonicalEntry(e.Path, e.Value)
-			if err != nil {
-				return err
-			}
-			values[e.Path] = b
 		}
 	}
 	snap, err := schema.Assemble(m, func(p string) ([]byte, bool) {
@@ -675,7 +672,7 @@ func (l *liveCluster) readSnapshot(ctx context.Context, c *cluster.Client) error
 	l.manifest = &m
 	if err != nil {
 		// The caller may still find the commit in a local repository.
-		l.rebuildErr = fmt.Errorf("the snapshot in force (commit %s) cannot be rebuilt from the API's JSON (a publication may be under way; try again): %w", short(m.Commit), err)
+		l.rebuildErr = fmt.Errorf("the snapshot in force (commit %s) cannot be rebuilt from what the agent holds (a publication may be under way; try again): %w", short(m.Commit), err)
 		return nil
 	}
 	l.snap = snap
@@ -683,9 +680,8 @@ func (l *liveCluster) readSnapshot(ctx context.Context, c *cluster.Client) error
 }
 
 // fromRepository exports the commit in force from the local repository
-// when the API's JSON could not be turned back into the exact bytes in
-// force: JSON does not tell 2.0 from 2 in a MID's untyped params. The
-// export counts only when its content hash is the manifest's.
+// when the agent did not hold the whole snapshot (a publication under
+// way). The export counts only when its content hash is the manifest's.
 func (l *liveCluster) fromRepository(ctx context.Context, repo *planRepo, dst string) error {
 	if l.rebuildErr == nil {
 		return nil
@@ -699,61 +695,6 @@ func (l *liveCluster) fromRepository(ctx context.Context, repo *planRepo, dst st
 	}
 	l.snap, l.rebuildErr = s.snap, nil
 	return nil
-}
-
-// canonicalEntry turns a desired-state entry as the API shows it (JSON)
-// back into the canonical CBOR gitsync published.
-func canonicalEntry(p string, js json.RawMessage) ([]byte, error) {
-	var v any
-	switch {
-	case strings.HasPrefix(p, "/ctx/"):
-		v = new(schema.Ctx)
-	case strings.HasPrefix(p, "/mid/"):
-		v = new(schema.Mid)
-	case p == schema.PathZtb:
-		v = new(schema.Ztb)
-	case p == schema.PathSys:
-		v = new(schema.Sys)
-	default:
-		return nil, fmt.Errorf("%s: not a desired-state entry plan knows", p)
-	}
-	dec := json.NewDecoder(strings.NewReader(string(js)))
-	dec.UseNumber()
-	if err := dec.Decode(v); err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
-	}
-	if mid, ok := v.(*schema.Mid); ok {
-		// Driver params are untyped: keep whole numbers integers, as Load does.
-		mid.Params, _ = wholeNumbers(mid.Params).(map[string]any)
-	}
-	b, err := schema.Encode(v)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
-	}
-	return b, nil
-}
-
-func wholeNumbers(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		if x == nil {
-			return map[string]any{}
-		}
-		for k, e := range x {
-			x[k] = wholeNumbers(e)
-		}
-	case []any:
-		for i, e := range x {
-			x[i] = wholeNumbers(e)
-		}
-	case json.Number:
-		if n, err := x.Int64(); err == nil {
-			return n
-		}
-		f, _ := x.Float64()
-		return f
-	}
-	return v
 }
 
 func (l *liveCluster) side() planSide {

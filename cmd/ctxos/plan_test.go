@@ -447,6 +447,13 @@ func TestPlanUsageErrors(t *testing.T) {
 // and the instances it runs.
 func startPlanCluster(tb testing.TB, snap *schema.Snapshot, rev gitsync.Revision, capacity props.Capacity, running []string) string {
 	tb.Helper()
+	url, _ := startPlanNode(tb, snap, rev, capacity, running)
+	return url
+}
+
+// startPlanNode is startPlanCluster that also returns the node.
+func startPlanNode(tb testing.TB, snap *schema.Snapshot, rev gitsync.Revision, capacity props.Capacity, running []string) (string, *cluster.Node) {
+	tb.Helper()
 	cfg := cluster.LocalConfig()
 	cfg.Name = "n0"
 	cfg.Logger = slog.New(slog.DiscardHandler)
@@ -477,7 +484,7 @@ func startPlanCluster(tb testing.TB, snap *schema.Snapshot, rev gitsync.Revision
 	if _, err := store.PutValue("/run/n0/instances", instances); err != nil {
 		tb.Fatal(err)
 	}
-	return srv.URL
+	return srv.URL, node
 }
 
 func TestPlanCluster(t *testing.T) {
@@ -570,8 +577,8 @@ func TestPlanClusterEmpty(t *testing.T) {
 }
 
 // TestPlanLiveSnapshotRoundTrip: the snapshot in force, read back through
-// the API as JSON, encodes to the same bytes gitsync published, for every
-// kind of value the schema has (the manifest's hash checks it).
+// the API, is the bytes gitsync published, for every kind of value the
+// schema has (the manifest's hash checks it).
 func TestPlanLiveSnapshotRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	writeFiles(t, dir, map[string]string{
@@ -617,11 +624,12 @@ func TestPlanLiveSnapshotRoundTrip(t *testing.T) {
 	}
 }
 
-// TestPlanLiveSnapshotFromRepository: JSON cannot tell the float 2.0 of a
-// MID's params from the integer 2, so the API's view of such a snapshot
-// does not hash to the manifest. Inside a repository that has the commit
-// in force, plan exports it from there instead; elsewhere it says why it
-// cannot go on.
+// TestPlanLiveSnapshotFromRepository: plan reads the snapshot in force as
+// stored (CBOR), so a MID's float 2.0, which JSON would turn into the
+// integer 2, still hashes to the manifest, inside a repository or not.
+// When the agent does not hold the whole snapshot (a publication under
+// way), plan exports the commit in force from the repository instead;
+// elsewhere it says why it cannot go on.
 func TestPlanLiveSnapshotFromRepository(t *testing.T) {
 	if _, err := exec.LookPath("git"); err != nil {
 		t.Skip("no git command")
@@ -637,17 +645,26 @@ func TestPlanLiveSnapshotFromRepository(t *testing.T) {
 	if err != nil || len(diags) > 0 {
 		t.Fatalf("load: %v %v", err, diags)
 	}
-	api := startPlanCluster(t, snap, gitsync.Revision{Commit: hash}, props.Capacity{CPUMilli: 1000, MemoryBytes: 1 << 30}, nil)
-
-	stdout, stderr, code := runCLI(t, "plan", dir, "--cluster", api)
-	if code != 0 || !strings.Contains(stdout, "No changes") {
-		t.Errorf("in the repository: exit %d\n%s%s", code, stdout, stderr)
-	}
-
+	api, node := startPlanNode(t, snap, gitsync.Revision{Commit: hash}, props.Capacity{CPUMilli: 1000, MemoryBytes: 1 << 30}, nil)
 	outside := t.TempDir()
 	writeFiles(t, outside, files)
+	for _, d := range []string{dir, outside} {
+		stdout, stderr, code := runCLI(t, "plan", d, "--cluster", api)
+		if code != 0 || !strings.Contains(stdout, "No changes") {
+			t.Errorf("plan %s: exit %d\n%s%s", d, code, stdout, stderr)
+		}
+	}
+
+	// An entry of the manifest missing, as while a publication is under way.
+	if _, err := node.Store().Delete("/mid/cache"); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := runCLI(t, "plan", dir, "--cluster", api)
+	if code != 0 || !strings.Contains(stdout, "No changes") {
+		t.Errorf("in the repository, snapshot incomplete: exit %d\n%s%s", code, stdout, stderr)
+	}
 	_, stderr, code = runCLI(t, "plan", outside, "--cluster", api)
-	if code != planExitUsage || !strings.Contains(stderr, "the snapshot in force (commit "+hash[:12]+") cannot be rebuilt from the API's JSON") {
-		t.Errorf("outside the repository: exit %d, stderr %q", code, stderr)
+	if code != planExitUsage || !strings.Contains(stderr, "the snapshot in force (commit "+hash[:12]+") cannot be rebuilt from what the agent holds") || !strings.Contains(stderr, "/mid/cache") {
+		t.Errorf("outside the repository, snapshot incomplete: exit %d, stderr %q", code, stderr)
 	}
 }
