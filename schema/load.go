@@ -124,8 +124,10 @@ type Summary struct {
 // it reads back only the names, requires and ztb rules that the checks
 // across items need, not every value, and encodes and hashes nothing. That
 // is most of Load's time and memory after CUE evaluation, spent for
-// nothing when the result is only "valid or not", as in CI. The summary is
-// nil when there are diagnostics.
+// nothing when the result is only "valid or not", as in CI. A repository
+// of plain data, as most are, is evaluated in parts, a few at a time (see
+// literalParts), so that its memory does not grow with its size. The
+// summary is nil when there are diagnostics.
 func Vet(ctx context.Context, dir string) (*Summary, []Diagnostic, error) {
 	r, diags, err := loadDir(ctx, dir, loadOptions{partFiles: vetPartFiles})
 	if r == nil {
@@ -460,6 +462,8 @@ func evaluate(files []sourceFile, opts loadOptions) (*loaded, []Diagnostic, erro
 		ev.indexFields("", f.syntax.Decls)
 		stripConfigEmbed(f.syntax)
 	}
+	// A name defined twice or not a VFS segment is an error already;
+	// duplicates would also meet only when evaluated together.
 	if !opts.export && opts.partFiles > 0 && len(diags) == 0 {
 		if parts := literalParts(files, opts.partFiles); len(parts) > 0 {
 			return ev.evaluateParts(parts)
