@@ -37,6 +37,10 @@ type Instance struct {
 	Restarts  int            `json:"restarts"`          // starts by the restart policy since the instance was created
 	Message   string         `json:"message,omitempty"` // why it is in State, for /itg
 	Ports     map[string]int `json:"ports,omitempty"`
+	// CPUTime is the CPU time (user + system) the instance's processes have
+	// used since it started, as the runtime accounts it; 0 when unknown. The
+	// reconciler turns two readings into a rate for the scaler.
+	CPUTime time.Duration `json:"cpu_time,omitempty"`
 }
 
 // Live reports whether the instance runs or will run without a new change.
