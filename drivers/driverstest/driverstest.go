@@ -1,8 +1,9 @@
 // Package driverstest is the conformance suite every [drivers.Driver] runs:
 // applying twice equals applying once, an apply interrupted by a crash
 // finishes on the next agent, a restarted agent finds what runs without
-// starting it again, deletes are idempotent, and a plan's report is the
-// report the apply returns.
+// starting it again, deletes are idempotent, a plan's report is the report
+// the apply returns, and the CPU time a live instance reports grows with
+// the CPU it burns and never goes back.
 //
 // A backend's test calls [Run] with a [Factory] that builds the driver over
 // a state dir with real workloads (processes, containers).
@@ -46,6 +47,10 @@ type Factory struct {
 	// those checks.
 	Count func(tb testing.TB, id string) int
 
+	// Busy returns a valid spec with the given id that keeps a CPU busy
+	// until stopped (a shell loop, say). Nil skips the CPU time check.
+	Busy func(id string) drivers.Spec
+
 	// Timeout bounds each wait and each call; 30s if zero.
 	Timeout time.Duration
 }
@@ -73,6 +78,7 @@ func Run(t *testing.T, f Factory) {
 		{"InvalidSpecs", testInvalidSpecs},
 		{"StartMissing", testStartMissing},
 		{"ApplyAfterClose", testApplyAfterClose},
+		{"CPUTime", testCPUTime},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -265,6 +271,13 @@ func testPlanNoSideEffects(t *testing.T, h *harness) {
 		wantActions(t, changes, "delete "+a.ID, "create "+b.ID)
 	}
 	after := h.observe(t)
+	// CPU time runs on by itself (a process still starting up); every
+	// other field must not change.
+	for _, obs := range [][]drivers.Instance{before, after} {
+		for i := range obs {
+			obs[i].CPUTime = 0
+		}
+	}
 	if !reflect.DeepEqual(before, after) {
 		t.Errorf("plan changed what is observed:\nbefore %+v\nafter  %+v", before, after)
 	}
@@ -455,4 +468,44 @@ func testApplyAfterClose(t *testing.T, h *harness) {
 		t.Errorf("Observe after Close = %v, want ErrClosed", err)
 	}
 	h.wantCount(t, s.ID, 0)
+}
+
+// busyCPU is the CPU time a busy instance must reach; an idle one started at
+// the same time must stay under half of it (starting a process or a
+// container costs a few milliseconds, not a hundred).
+const busyCPU = 200 * time.Millisecond
+
+func testCPUTime(t *testing.T, h *harness) {
+	if h.f.Busy == nil {
+		t.Skip("Factory.Busy is nil")
+	}
+	busy, idle := h.f.Busy("ctx.conf.busy"), h.f.Spec("ctx.conf.idle", 0)
+	h.converge(t, busy, idle)
+	last := map[string]time.Duration{}
+	var got map[string]time.Duration
+	deadline := time.Now().Add(h.f.Timeout)
+	for {
+		got = map[string]time.Duration{}
+		for _, inst := range h.observe(t) {
+			got[inst.ID] = inst.CPUTime
+			if inst.CPUTime < last[inst.ID] {
+				t.Fatalf("%s: CPU time went back from %s to %s", inst.ID, last[inst.ID], inst.CPUTime)
+			}
+			if inst.CPUTime < 0 {
+				t.Fatalf("%s: CPU time %s is negative", inst.ID, inst.CPUTime)
+			}
+		}
+		last = got
+		if got[busy.ID] >= busyCPU {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("busy instance used %s of CPU within %s, want at least %s", got[busy.ID], h.f.Timeout, busyCPU)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval, not a wait for an event
+	}
+	if got, limit := got[idle.ID], busyCPU/2; got >= limit {
+		t.Errorf("idle instance used %s of CPU while the busy one used %s, want under %s", got, last[busy.ID], limit)
+	}
+	h.converge(t) // the CPU is shared with the other cases: free it now
 }

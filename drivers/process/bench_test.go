@@ -1,6 +1,7 @@
 package process_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 
@@ -57,5 +58,40 @@ func BenchmarkObserveAdopt50(b *testing.B) {
 			b.Fatalf("observed %d, %v", len(obs), err)
 		}
 		d.Close()
+	}
+}
+
+// BenchmarkObserve is the reconciler's steady pass: Observe of a driver
+// that has loaded every record, over n running instances. Each live
+// instance's CPU time is read from /proc, so this bounds what that reading
+// costs per pass.
+func BenchmarkObserve(b *testing.B) {
+	for _, n := range []int{50, 1000} {
+		b.Run(fmt.Sprintf("instances=%d", n), func(b *testing.B) {
+			d := newDriver(b, process.Config{StateDir: b.TempDir(), Logger: discard()})
+			specs := make([]drivers.Spec, n)
+			for i := range specs {
+				specs[i] = sleepSpec(fmt.Sprintf("ctx.bench.%d", i), 0)
+			}
+			b.Cleanup(func() {
+				_, err := drivers.Converge(context.Background(), d, nil)
+				d.Close()
+				if err != nil { // each KillInstance scans /proc: only when the delete failed
+					for _, s := range specs {
+						process.KillInstance(s.ID)
+					}
+				}
+			})
+			ctx := b.Context()
+			if _, err := drivers.Converge(ctx, d, specs); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				obs, err := d.Observe(ctx)
+				if err != nil || len(obs) != n {
+					b.Fatalf("observed %d, %v", len(obs), err)
+				}
+			}
+		})
 	}
 }

@@ -27,6 +27,9 @@ func TestConformance(t *testing.T) {
 			}
 		},
 		Count: func(tb testing.TB, id string) int { return process.CountRunning(id) },
+		Busy: func(id string) drivers.Spec {
+			return shSpec(id, "while :; do :; done")
+		},
 	})
 }
 

@@ -270,8 +270,10 @@ func (d *Driver) lockUnit(id string) *unit {
 // first time it sees an instance it re-adopts its process if the pid and
 // start time in the record match a live process, and watches it from then
 // on; a record whose process is gone is reported Failed with the reason,
-// for the plan to start it again. It returns an error only if the records
-// directory cannot be read or ctx is done.
+// for the plan to start it again. A running instance's CPUTime is read
+// from the kernel at each call (see cpuTimes); it is 0 when it cannot be
+// read. It returns an error only if the records directory cannot be read or
+// ctx is done.
 func (d *Driver) Observe(ctx context.Context) ([]drivers.Instance, error) {
 	if !d.enter() {
 		return nil, drivers.ErrClosed
@@ -282,6 +284,13 @@ func (d *Driver) Observe(ctx context.Context) ([]drivers.Instance, error) {
 		return nil, err
 	}
 	out := make([]drivers.Instance, 0, len(ids))
+	var probes []cpuProbe
+	add := func(r record) { // the caller holds u.mu
+		if (r.State == drivers.Running || r.State == drivers.Starting) && r.Pid > 0 {
+			probes = append(probes, cpuProbe{out: len(out), id: r.ID, pid: r.Pid, startTicks: r.StartTicks, isolated: r.Spec.Isolate})
+		}
+		out = append(out, r.instance())
+	}
 	for _, id := range ids {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -293,7 +302,7 @@ func (d *Driver) Observe(ctx context.Context) ([]drivers.Instance, error) {
 			u.mu.Lock()
 			if u.loaded {
 				if u.present {
-					out = append(out, u.rec.instance())
+					add(u.rec)
 				}
 				u.mu.Unlock()
 				continue
@@ -303,10 +312,13 @@ func (d *Driver) Observe(ctx context.Context) ([]drivers.Instance, error) {
 		u = d.lockUnit(id)
 		u.mu.Lock()
 		if u.present {
-			out = append(out, u.rec.instance())
+			add(u.rec)
 		}
 		u.mu.Unlock()
 		u.op.Unlock()
+	}
+	for i, t := range cpuTimes(probes) {
+		out[probes[i].out].CPUTime = t
 	}
 	return out, nil
 }

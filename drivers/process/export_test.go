@@ -91,3 +91,12 @@ var Credential = credential
 
 // SetEUID makes the driver act as if it ran as uid n.
 func (d *Driver) SetEUID(n int) { d.euid = n }
+
+// ParseProcStat exposes the /proc/<pid>/stat parser.
+func ParseProcStat(b []byte) (ppid, session int, cpuTicks, startTicks uint64, err error) {
+	st, err := parseProcStat(b)
+	return st.ppid, st.session, st.cpuTicks, st.startTicks, err
+}
+
+// CgroupCPUTime is the usage of an isolated instance's cgroup.
+var CgroupCPUTime = cgroupCPUTime

@@ -51,6 +51,11 @@ func TestConformanceIsolated(t *testing.T) {
 			}
 		},
 		Count: func(tb testing.TB, id string) int { return process.CountRunning(id) },
+		Busy: func(id string) drivers.Spec {
+			s := isolatedSpec(id, 0)
+			s.Args = []string{"-c", `trap 'exit 0' TERM; while :; do :; done & wait`}
+			return s
+		},
 	})
 }
 
@@ -150,5 +155,33 @@ func TestIsolateNeedsRootAndMountsNeedIsolate(t *testing.T) {
 	s.Mounts = []drivers.Mount{{Source: "/srv", Target: "/data"}}
 	if _, err := d.Plan(ctxT(t), []drivers.Spec{s}, nil); !errors.Is(err, drivers.ErrUnsupported) || !strings.Contains(err.Error(), "mounts") {
 		t.Errorf("mounts without isolate: Plan = %v, want ErrUnsupported naming mounts", err)
+	}
+}
+
+// TestIsolateCPUTimeFromCgroup: an isolated instance's CPU time is its
+// cgroup's usage, which counts every process of the container.
+func TestIsolateCPUTimeFromCgroup(t *testing.T) {
+	skipUnlessRoot(t)
+	const id = "ctx.iso.cpu"
+	d := setup(t, process.Config{}, id)
+	s := isolatedSpec(id, 0)
+	s.Args = []string{"-c", `trap 'exit 0' TERM; yes > /dev/null & wait`}
+	create(t, d, s)
+	var inst drivers.Instance
+	eventually(t, "200ms of CPU", func() bool {
+		inst, _ = observeOne(t, d, id)
+		return inst.CPUTime >= 200*time.Millisecond
+	})
+	// Read after Observe, the cgroup's counter is at least what Observe
+	// said; the /proc tree would count in 10ms ticks, the cgroup in ns.
+	cg, ok := process.CgroupCPUTime(id)
+	if !ok {
+		t.Fatalf("no cgroup CPU usage readable for %s", id)
+	}
+	if cg < inst.CPUTime {
+		t.Errorf("cgroup usage %s < observed CPU time %s", cg, inst.CPUTime)
+	}
+	if inst.CPUTime%(10*time.Millisecond) == 0 {
+		t.Errorf("observed CPU time %s is a whole number of clock ticks: not read from the cgroup", inst.CPUTime)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -14,35 +13,87 @@ import (
 // procStat is what the driver reads from /proc/<pid>/stat.
 type procStat struct {
 	state      byte   // R, S, D, Z, ...
+	ppid       int    // parent pid
 	session    int    // session id; our processes lead their own session
+	cpuTicks   uint64 // utime+stime+cutime+cstime: its own CPU and that of the children it reaped, in clock ticks
 	startTicks uint64 // start time in clock ticks since boot
 }
 
-// readProcStat parses /proc/<pid>/stat. The command name (field 2) may hold
-// spaces and parentheses, so fields are counted from the last ')'.
+// readProcStat parses /proc/<pid>/stat.
 func readProcStat(pid int) (procStat, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return procStat{}, err
 	}
+	st, err := parseProcStat(b)
+	if err != nil {
+		return procStat{}, fmt.Errorf("parse /proc/%d/stat: %w", pid, err)
+	}
+	return st, nil
+}
+
+// parseProcStat parses the text of a /proc/<pid>/stat file without
+// allocating: Observe parses one per process on the host. The command name
+// (field 2) may hold spaces and parentheses, so fields are counted from the
+// last ')'.
+func parseProcStat(b []byte) (procStat, error) {
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 || i+2 >= len(b) {
-		return procStat{}, fmt.Errorf("parse /proc/%d/stat: no command field", pid)
+		return procStat{}, errors.New("no command field")
 	}
-	f := strings.Fields(string(b[i+2:]))
-	// f[0] is field 3 (state); field n is f[n-3].
-	if len(f) < 20 {
-		return procStat{}, fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(f)+2)
+	var st procStat
+	field := 3 // the field rest starts with, numbered as in proc(5)
+	for rest := b[i+2:]; field <= 22; field++ {
+		j := bytes.IndexByte(rest, ' ')
+		if j < 0 {
+			j = len(rest)
+		}
+		f := bytes.TrimSpace(rest[:j])
+		if len(f) == 0 {
+			break
+		}
+		switch field {
+		case 3:
+			st.state = f[0]
+		case 4, 6, 14, 15, 16, 17, 22:
+			n, ok := parseUint(f)
+			if !ok {
+				return procStat{}, fmt.Errorf("field %d: %q is not a number", field, f)
+			}
+			switch field {
+			case 4:
+				st.ppid = int(n)
+			case 6:
+				st.session = int(n)
+			case 22:
+				st.startTicks = n
+			default:
+				st.cpuTicks += n
+			}
+		}
+		if j == len(rest) {
+			field++
+			break
+		}
+		rest = rest[j+1:]
 	}
-	sid, err := strconv.Atoi(f[6-3])
-	if err != nil {
-		return procStat{}, fmt.Errorf("parse /proc/%d/stat: session: %w", pid, err)
+	if field <= 22 {
+		return procStat{}, fmt.Errorf("%d fields, want at least 22", field-1)
 	}
-	ticks, err := strconv.ParseUint(f[22-3], 10, 64)
-	if err != nil {
-		return procStat{}, fmt.Errorf("parse /proc/%d/stat: starttime: %w", pid, err)
+	return st, nil
+}
+
+// parseUint parses a decimal number; ppid and session are 0 for some
+// kernel threads, never negative.
+func parseUint(b []byte) (uint64, bool) {
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
 	}
-	return procStat{state: f[0][0], session: sid, startTicks: ticks}, nil
+	return n, len(b) > 0
 }
 
 // alive reports whether pid runs and is the process that started at
