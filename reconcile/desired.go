@@ -64,7 +64,8 @@ func MIDSpecID(mid, node string) string { return drivers.KindMID + "." + mid + "
 
 // DesiredFor computes what snap asks of node. nodes are the eligible live
 // members ([Place]'s input), current the placement that runs now. Every
-// node computes the same Placement and MIDNodes from the same inputs.
+// node computes the same Placement and MIDNodes from the same inputs. An
+// autoscaled CTX runs autoscale.min instances; see [DesiredScaled].
 //
 // A CTX or MID that cannot be turned into a spec (an unreadable value, a
 // name too long for an instance id, a bad duration) is reported in
@@ -72,6 +73,13 @@ func MIDSpecID(mid, node string) string { return drivers.KindMID + "." + mid + "
 // returns an error only when the snapshot's CTX or MID entries cannot be
 // decoded at all.
 func DesiredFor(snap *schema.Snapshot, node string, nodes []Node, current Placement) (*Desired, error) {
+	return DesiredScaled(snap, node, nodes, current, nil)
+}
+
+// DesiredScaled is DesiredFor with the scaler's decisions: scales maps an
+// autoscaled CTX to its number of instances (/lk/scale/<ctx>), kept within
+// its autoscale.min and max. A CTX without a decision runs autoscale.min.
+func DesiredScaled(snap *schema.Snapshot, node string, nodes []Node, current Placement, scales map[string]int) (*Desired, error) {
 	ctxs, err := snap.Ctxs()
 	if err != nil {
 		return nil, fmt.Errorf("decode CTXs: %w", err)
@@ -97,11 +105,11 @@ func DesiredFor(snap *schema.Snapshot, node string, nodes []Node, current Placem
 	reqs := make([]Request, 0, len(ctxs))
 	for _, name := range names {
 		c := ctxs[name]
-		req, err := ctxRequest(name, c, strategy)
+		req, err := ctxRequest(name, c, strategy, scales)
 		if err == nil {
 			// Check the spec once here, so a bad CTX is reported whatever
 			// node its instances would land on.
-			_, err = ctxSpec(name, c, max(instancesOf(c)-1, 0))
+			_, err = ctxSpec(name, c, max(req.Replicas-1, 0))
 		}
 		if err != nil {
 			d.Problems[ProblemKey(drivers.KindCTX, name)] = err.Error()
@@ -196,7 +204,7 @@ func sortedNames[V any](m map[string]V) []string {
 }
 
 // ctxRequest is a CTX's demand on placement.
-func ctxRequest(name string, c schema.Ctx, defaultStrategy string) (Request, error) {
+func ctxRequest(name string, c schema.Ctx, defaultStrategy string, scales map[string]int) (Request, error) {
 	mem, err := memoryOf(c.Resources.Memory)
 	if err != nil {
 		return Request{}, fmt.Errorf("ctx %s: resources.memory: %w", name, err)
@@ -210,7 +218,7 @@ func ctxRequest(name string, c schema.Ctx, defaultStrategy string) (Request, err
 	}
 	return Request{
 		Name:        name,
-		Replicas:    instancesOf(c),
+		Replicas:    instancesOf(name, c, scales),
 		CPUMilli:    int64(c.Resources.CPU),
 		MemoryBytes: mem,
 		GPUs:        c.Resources.GPU,
@@ -220,14 +228,19 @@ func ctxRequest(name string, c schema.Ctx, defaultStrategy string) (Request, err
 	}, nil
 }
 
-// instancesOf is how many instances a CTX asks for. An autoscaled CTX
-// runs autoscale.min: there is no scaler yet to move it towards max, and
-// `ctxos plan` counts it the same way.
-func instancesOf(c schema.Ctx) int {
-	if c.Autoscale != nil {
-		return c.Autoscale.Min
+// instancesOf is how many instances a CTX asks for: replicas, or for an
+// autoscaled CTX the scaler's decision within min and max (min without
+// one).
+func instancesOf(name string, c schema.Ctx, scales map[string]int) int {
+	as := c.Autoscale
+	if as == nil {
+		return c.Replicas
 	}
-	return c.Replicas
+	n, ok := scales[name]
+	if !ok {
+		return as.Min
+	}
+	return min(max(n, as.Min), as.Max)
 }
 
 func memoryOf(s string) (int64, error) {

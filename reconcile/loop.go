@@ -65,6 +65,11 @@ type Config struct {
 	// MemberPoll is how often membership is compared for changes
 	// (default 1s); cluster.Node has no change callback.
 	MemberPoll time.Duration
+	// ScalePeriod is how often the scaler measures and decides (default
+	// 15s); ScaleDownWindow how long a lower number of instances must be
+	// recommended before the scaler stops instances (default 5m). See
+	// scaler.go.
+	ScalePeriod, ScaleDownWindow time.Duration
 	// Now is the clock (time.Now).
 	Now func() time.Time
 	// Logger receives the loop's logs (slog.Default()).
@@ -122,6 +127,13 @@ type Reconciler struct {
 
 	lastMid atomic.Pointer[time.Time] // last publishDuring, from step goroutines
 
+	// The scaler's state (scaler.go), in the pass goroutine.
+	cpuSeen    map[string]cpuReading // driver instance id → last CPU reading
+	usageAt    time.Time             // last /run/<node>/usage
+	scaledAt   time.Time             // last scaler round
+	scaleRecs  map[string][]scaleRec // CTX → recommendations in the window
+	scaleSince map[string]time.Time  // CTX → since when this node holds its lease
+
 	health *healthProbes // health checks of running instances (rollout.go)
 }
 
@@ -171,6 +183,12 @@ func New(cfg Config) (*Reconciler, error) {
 	}
 	if cfg.MemberPoll <= 0 {
 		cfg.MemberPoll = DefaultMemberPoll
+	}
+	if cfg.ScalePeriod <= 0 {
+		cfg.ScalePeriod = DefaultScalePeriod
+	}
+	if cfg.ScaleDownWindow <= 0 {
+		cfg.ScaleDownWindow = DefaultScaleDownWindow
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -231,7 +249,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		wg.Wait()
 	}()
 	defer r.health.stop()
-	for _, prefix := range []string{"/sys", "/ctx", "/mid", "/hw", "/run"} {
+	for _, prefix := range []string{"/sys", "/ctx", "/mid", "/hw", "/run", strings.TrimSuffix(scalePrefix, "/")} {
 		ch := r.cfg.Store.Watch(ctx, prefix)
 		wg.Add(1)
 		go func() {
@@ -270,6 +288,10 @@ func (r *Reconciler) Run(ctx context.Context) error {
 			return nil
 		}
 		wait := r.cfg.Resync
+		if r.scaleRecs != nil {
+			// Autoscaled CTXs: measure and decide every ScalePeriod.
+			wait = min(wait, r.cfg.ScalePeriod)
+		}
 		if !r.wakeAt.IsZero() {
 			wait = min(wait, max(r.wakeAt.Sub(r.now()), time.Millisecond))
 		}
@@ -539,8 +561,14 @@ func (r *Reconciler) pass(ctx context.Context) {
 	}
 	current, running := r.currentPlacement(others, ps.observed)
 
-	// 3. Placement and this node's share.
-	d, err := DesiredFor(snap, r.cfg.Node, ps.nodes, current)
+	// 3. Placement and this node's share, with the scaler's decisions.
+	scales := r.readScales()
+	eligible := make([]string, len(ps.nodes))
+	for i, n := range ps.nodes {
+		eligible[i] = n.Name
+	}
+	r.runScaler(snap, eligible, live, scales)
+	d, err := DesiredScaled(snap, r.cfg.Node, ps.nodes, current, scales)
 	if err != nil {
 		ps.state, ps.message = ProgressIncomplete, fmt.Sprintf("commit %.12s: %v", m.Commit, err)
 		return
@@ -1085,6 +1113,7 @@ func (r *Reconciler) finishPass(ctx context.Context, ps *passState) {
 			r.forget("/run/" + node + "/" + runInstances)
 		}
 		r.put("/run/"+node+"/"+runInstances, statuses)
+		r.publishUsage(ps.snap, observed)
 	}
 
 	p := Progress{Node: node, Generation: ps.gen, Commit: ps.commit, Run: r.run.ID, State: ps.state, Message: ps.message,

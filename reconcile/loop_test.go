@@ -205,6 +205,8 @@ type agentOpts struct {
 	parallel  int
 	stateDir  string
 	resync    time.Duration // default 2s
+	// scalePeriod and scaleDownWindow, when set, configure the scaler.
+	scalePeriod, scaleDownWindow time.Duration
 }
 
 func startAgent(tb testing.TB, name string, store *vfs.Store, o agentOpts) *agent {
@@ -230,8 +232,9 @@ func startAgent(tb testing.TB, name string, store *vfs.Store, o agentOpts) *agen
 		Drivers: map[string]drivers.Driver{process.Type: a.drv},
 		Journal: a.journal, Resync: o.resync, Parallel: o.parallel,
 		RetryBase: o.retryBase, RetryMax: 2 * time.Second,
-		MemberPoll: 100 * time.Millisecond,
-		Logger:     testLogger(),
+		MemberPoll:  100 * time.Millisecond,
+		ScalePeriod: o.scalePeriod, ScaleDownWindow: o.scaleDownWindow,
+		Logger: testLogger(),
 	})
 	if err != nil {
 		tb.Fatal(err)
