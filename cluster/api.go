@@ -65,7 +65,10 @@ type StatusView struct {
 	Progress []EntryView `json:"progress,omitempty"`
 	// Sync holds every /run/<node>/gitsync entry: the state of each node
 	// that follows the repository.
-	Sync     []EntryView                `json:"sync,omitempty"`
+	Sync []EntryView `json:"sync,omitempty"`
+	// Scale holds every /lk/scale/<ctx> entry: the scaler's decision for
+	// each autoscaled CTX.
+	Scale    []EntryView                `json:"scale,omitempty"`
 	Sections map[string]json.RawMessage `json:"sections,omitempty"`
 }
 
@@ -312,6 +315,9 @@ func (a *API) Status(ctx context.Context) StatusView {
 	}
 	for _, e := range a.node.store.List("/itg") {
 		st.Integrity = append(st.Integrity, viewOf(e))
+	}
+	for _, e := range a.node.store.List("/lk/scale") {
+		st.Scale = append(st.Scale, viewOf(e))
 	}
 	for name, f := range a.sections {
 		v, err := f(ctx)

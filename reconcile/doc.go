@@ -34,7 +34,11 @@
 //   - /run/<node>/history: the journal's recent transitions;
 //   - /itg/<node>/<kind>.<name>: why a CTX or MID is not healthy here
 //     ([Problem]), deleted once it is; /itg/<node>/placement: what no node
-//     can take, written by one node only.
+//     can take, written by one node only;
+//   - /run/<node>/usage: the CPU its instances of autoscaled CTXs use, and,
+//     on the node holding a CTX's scaler lease, /lk/scale/<ctx> ([Scale]):
+//     the number of instances every node then places ([DesiredScaled];
+//     the rule is in scaler.go).
 package reconcile
 
 import "errors"

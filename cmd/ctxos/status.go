@@ -137,6 +137,19 @@ func printStatus(w io.Writer, st cluster.StatusView, now time.Time) {
 			fmt.Fprintln(w)
 		}
 	}
+	if len(st.Scale) > 0 {
+		fmt.Fprintln(w, "\nautoscaled:")
+		for _, e := range st.Scale {
+			name := strings.TrimPrefix(e.Path, "/lk/scale/")
+			var s reconcile.Scale
+			if json.Unmarshal(e.Value, &s) != nil {
+				fmt.Fprintf(w, "  %s: %s\n", name, compactJSON(e.Value))
+				continue
+			}
+			fmt.Fprintf(w, "  %s: %d instances, CPU %d%% of requested over %d reporting, decided by %s %s\n",
+				name, s.Replicas, s.CPUPercent, s.Reporting, s.By, ago(now.Sub(s.At)))
+		}
+	}
 	var problems []string
 	for _, e := range st.Integrity {
 		if strings.HasSuffix(e.Path, "/gitsync") {
