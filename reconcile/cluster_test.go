@@ -228,3 +228,68 @@ func TestReadInstancesOfAMemberThatJustJoined(t *testing.T) {
 		})
 	}
 }
+
+// TestScalerAcrossNodes: on three nodes, the holder of the scaler lease
+// reads what the instances on every node use, and every node places the
+// number it decides, each instance once.
+func TestScalerAcrossNodes(t *testing.T) {
+	marker := newMarker(t)
+	t.Cleanup(func() { killMarked(marker) })
+	net := cluster.NewPartition()
+	n0 := startMember(t, net, "n0", "")
+	n1 := startMember(t, net, "n1", n0.GossipAddr())
+	n2 := startMember(t, net, "n2", n0.GossipAddr())
+	nodes := []*cluster.Node{n0, n1, n2}
+	waitUntil(t, "three live members everywhere", func() (bool, string) {
+		for _, n := range nodes {
+			if liveCount(n) != 3 {
+				return false, fmt.Sprintf("%s sees %d", n.Name(), liveCount(n))
+			}
+		}
+		return true, ""
+	})
+	agents := make([]*agent, 3)
+	for i, n := range nodes {
+		agents[i] = startAgent(t, n.Name(), n.Store(), agentOpts{members: n.Members, resync: time.Second,
+			scalePeriod: 300 * time.Millisecond, scaleDownWindow: 2 * time.Second})
+	}
+	web := schema.Ctx{
+		Runtime: schema.RuntimeProcess, Command: "sh", Args: []string{"-c", "while :; do :; done"},
+		Env:       map[string]string{"CTXOS_TEST_MARK": marker},
+		Autoscale: &schema.Autoscale{Min: 1, Max: 3, TargetCPU: 50},
+		Restart:   schema.RestartAlways,
+		Resources: schema.Resources{CPU: 100, Memory: "16Mi"},
+		Placement: schema.Placement{Strategy: schema.StrategySpread},
+		Stop:      schema.Stop{Signal: "SIGKILL", Grace: "1s"},
+	}
+	holder := Rank(scaleLease+"web", []string{"n0", "n1", "n2"})[0]
+	scaled := func(want int) (bool, string) {
+		got := perNode(t, agents...)
+		total := 0
+		for _, c := range got {
+			total += c
+		}
+		all := true
+		for _, a := range agents {
+			all = all && a.rec.Progress().Converged
+		}
+		var s Scale
+		e, ok := n0.Store().Get(scalePrefix + "web")
+		if ok {
+			vfs.Decode(e.Value, &s)
+		}
+		return all && total == want && oncePerInstance(marker, want) && s.Replicas == want && s.By == holder,
+			fmt.Sprintf("%v, decision %+v", got, s)
+	}
+	publish(t, n0.Store(), buildSnapshot(t, map[string]schema.Ctx{"web": web}, nil), 1)
+	waitUntil(t, "3 busy instances, one per node, decided by the lease holder "+holder, func() (bool, string) { return scaled(3) })
+	got := perNode(t, agents...)
+	if !maps.Equal(got, map[string]int{"n0": 1, "n1": 1, "n2": 1}) {
+		t.Errorf("spread: %v, want one instance per node", got)
+	}
+
+	idle := web
+	idle.Command, idle.Args = "sleep", []string{"1000"}
+	publish(t, n0.Store(), buildSnapshot(t, map[string]schema.Ctx{"web": idle}, nil), 2)
+	waitUntil(t, "back to 1 idle instance", func() (bool, string) { return scaled(1) })
+}
