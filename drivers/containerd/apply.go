@@ -83,8 +83,10 @@ func (d *Driver) load(ctx context.Context, id string) (*current, error) {
 
 // Observe returns every container of the namespace that carries the
 // ctxos.instance label, with its task's state. A container whose spec
-// record cannot be read is returned Failed with the reason. It returns an
-// error wrapping ErrUnavailable when containerd cannot be reached.
+// record cannot be read is returned Failed with the reason. A running
+// task's CPUTime is its cgroup's CPU usage, read through containerd's task
+// metrics (one call for all tasks); 0 when those cannot be read. It returns
+// an error wrapping ErrUnavailable when containerd cannot be reached.
 func (d *Driver) Observe(ctx context.Context) ([]drivers.Instance, error) {
 	if !d.enter() {
 		return nil, drivers.ErrClosed
@@ -107,8 +109,26 @@ func (d *Driver) Observe(ctx context.Context) ([]drivers.Instance, error) {
 		procs[p.ID] = p
 	}
 	out := make([]drivers.Instance, 0, len(cs))
+	var running []string
 	for _, c := range cs {
-		out = append(out, d.instance(decodeCurrent(c, procs[c.ID])))
+		inst := d.instance(decodeCurrent(c, procs[c.ID]))
+		if inst.State == drivers.Running {
+			running = append(running, inst.ID)
+		}
+		out = append(out, inst)
+	}
+	if len(running) > 0 {
+		cpu, err := d.cpuTimes(ctx, running)
+		switch {
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case err != nil:
+			// The instances are known; only their CPU time is not.
+			d.log.Warn("read CPU time of running tasks", "err", err)
+		}
+		for i := range out {
+			out[i].CPUTime = cpu[out[i].ID]
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil

@@ -145,3 +145,27 @@ func BenchmarkStart100(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/100-containers")
 	})
 }
+
+// BenchmarkObserve is the reconciler's steady pass over n running
+// containers: list containers and tasks, and read each running task's CPU
+// usage from its shim.
+func BenchmarkObserve(b *testing.B) {
+	d, _, _ := benchSetup(b)
+	for _, n := range []int{10, 50} {
+		b.Run(fmt.Sprintf("containers=%d", n), func(b *testing.B) {
+			specs := make([]drivers.Spec, n)
+			for i := range specs {
+				specs[i] = shellSpec(fmt.Sprintf("ctx.bench.%d", i), benchScript)
+			}
+			converge(b, d, specs...)
+			b.Cleanup(func() { converge(b, d) })
+			ctx := b.Context()
+			for b.Loop() {
+				obs, err := d.Observe(ctx)
+				if err != nil || len(obs) != n {
+					b.Fatalf("observed %d, %v", len(obs), err)
+				}
+			}
+		})
+	}
+}

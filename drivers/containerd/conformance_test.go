@@ -29,6 +29,13 @@ func TestConformance(t *testing.T) {
 			}
 		},
 		Count: func(tb testing.TB, id string) int { return dm.running(tb, ns, id) },
+		Busy: func(id string) drivers.Spec {
+			s := sleepSpec(id, image, 0)
+			// The loop runs in a child of the container's init: the
+			// cgroup counts it.
+			s.Args = []string{"-c", "trap 'exit 0' TERM; while :; do :; done & wait"}
+			return s
+		},
 	})
 }
 

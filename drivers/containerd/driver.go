@@ -171,6 +171,11 @@ type Driver struct {
 	units    map[string]*unit
 	fetching map[string]*sync.Mutex // per image name: one import or pull at a time
 
+	// cgroupRoot is where the host's cgroup tree is mounted
+	// (/sys/fs/cgroup); tests point it elsewhere to read CPU time through
+	// containerd's metrics instead.
+	cgroupRoot string
+
 	// haltAfterContainer makes a create stop after the container exists
 	// and before its task: tests play an agent that died there.
 	haltAfterContainer bool
@@ -244,6 +249,7 @@ func New(cfg Config) (*Driver, error) {
 		units:  map[string]*unit{},
 
 		subscribed: make(chan struct{}),
+		cgroupRoot: "/sys/fs/cgroup",
 	}, nil
 }
 

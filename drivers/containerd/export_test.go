@@ -47,3 +47,7 @@ func (d *Driver) Snapshotter(ctx context.Context) (string, error) {
 	}
 	return d.snapshotter(ctx)
 }
+
+// ReadCPUTimeFromMetrics makes the driver ask containerd for every task's
+// CPU time instead of reading cgroup files.
+func (d *Driver) ReadCPUTimeFromMetrics() { d.cgroupRoot = "/nonexistent-cgroup-root" }

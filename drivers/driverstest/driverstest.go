@@ -504,6 +504,7 @@ func testCPUTime(t *testing.T, h *harness) {
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval, not a wait for an event
 	}
+	t.Logf("CPU time: busy %s, idle %s", got[busy.ID], got[idle.ID])
 	if got, limit := got[idle.ID], busyCPU/2; got >= limit {
 		t.Errorf("idle instance used %s of CPU while the busy one used %s, want under %s", got, last[busy.ID], limit)
 	}
