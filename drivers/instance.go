@@ -38,9 +38,20 @@ type Instance struct {
 	Message   string         `json:"message,omitempty"` // why it is in State, for /itg
 	Ports     map[string]int `json:"ports,omitempty"`
 	// CPUTime is the CPU time (user + system) the instance's processes have
-	// used since it started, as the runtime accounts it; 0 when unknown. The
-	// reconciler turns two readings into a rate for the scaler.
+	// used since it started, as the runtime accounts it; 0 when unknown, or
+	// for a driver that is a CPUMeter, for an instance it was not asked to
+	// measure. A running instance that is measured and idle may read 0 too
+	// (less than a clock tick). The reconciler turns two readings into a
+	// rate for the scaler.
 	CPUTime time.Duration `json:"cpu_time,omitempty"`
+}
+
+// CPUMeter is implemented by a driver whose CPU readings cost enough that
+// it takes them only for the instances it is asked about: after
+// MeasureCPU(ids), Observe fills CPUTime for those ids only (none before
+// the first call). The reconciler asks for the instances the scaler needs.
+type CPUMeter interface {
+	MeasureCPU(ids []string)
 }
 
 // Live reports whether the instance runs or will run without a new change.

@@ -1089,6 +1089,7 @@ func (r *Reconciler) finishPass(ctx context.Context, ps *passState) {
 		return
 	}
 	node := r.cfg.Node
+	r.measureCPU(ps)
 	// What runs now. When the pass stopped early it may not have
 	// observed, so observe here whatever it did.
 	observed := map[string][]drivers.Instance{}

@@ -116,6 +116,29 @@ func autoscaled(snap *schema.Snapshot) map[string]schema.Ctx {
 	return out
 }
 
+// measureCPU tells the drivers that are CPUMeters which of this node's
+// instances the scaler needs readings of: those of autoscaled CTXs. Before
+// a pass has placed anything it keeps what it said last.
+func (r *Reconciler) measureCPU(ps *passState) {
+	if ps.desired == nil && ps.snap != nil {
+		return
+	}
+	scaled := autoscaled(ps.snap)
+	var ids []string
+	if ps.desired != nil {
+		for id, u := range ps.desired.Units {
+			if _, ok := scaled[u.Name]; ok && u.Kind == drivers.KindCTX {
+				ids = append(ids, id)
+			}
+		}
+	}
+	for _, d := range r.cfg.Drivers {
+		if m, ok := d.(drivers.CPUMeter); ok {
+			m.MeasureCPU(ids)
+		}
+	}
+}
+
 // publishUsage writes /run/<node>/usage: the CPU each running instance of
 // an autoscaled CTX on this node used since the previous reading, when
 // ScalePeriod has passed since then. Without such instances it removes

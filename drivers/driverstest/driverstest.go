@@ -480,6 +480,9 @@ func testCPUTime(t *testing.T, h *harness) {
 		t.Skip("Factory.Busy is nil")
 	}
 	busy, idle := h.f.Busy("ctx.conf.busy"), h.f.Spec("ctx.conf.idle", 0)
+	if m, ok := h.d.(drivers.CPUMeter); ok {
+		m.MeasureCPU([]string{busy.ID, idle.ID})
+	}
 	h.converge(t, busy, idle)
 	last := map[string]time.Duration{}
 	var got map[string]time.Duration

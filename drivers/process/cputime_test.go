@@ -65,6 +65,7 @@ func TestCPUTimeCountsDescendants(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			const busyID = "ctx.cpu.busy"
 			d := setup(t, process.Config{}, busyID, idleID)
+			d.MeasureCPU([]string{busyID, idleID})
 			idle := sleepSpec(idleID, 0)
 			create(t, d, idle)
 			create(t, d, shSpec(busyID, tc.script))
@@ -94,11 +95,31 @@ func TestCPUTimeOnlyWhileLive(t *testing.T) {
 	t.Parallel()
 	const id = "ctx.cpu.ended"
 	d := setup(t, process.Config{}, id)
+	d.MeasureCPU([]string{id})
 	s := shSpec(id, "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done")
 	s.Restart.Policy = drivers.RestartNever
 	create(t, d, s)
 	inst := waitState(t, d, id, drivers.Exited)
 	if inst.CPUTime != 0 {
 		t.Errorf("exited instance reports CPU time %s, want 0", inst.CPUTime)
+	}
+}
+
+// TestCPUTimeOnlyWhenAsked: Observe reads the CPU time of the instances
+// MeasureCPU named, and of no other (reading it costs a pass over /proc).
+func TestCPUTimeOnlyWhenAsked(t *testing.T) {
+	const asked, other = "ctx.cpu.asked", "ctx.cpu.other"
+	d := setup(t, process.Config{}, asked, other)
+	d.MeasureCPU([]string{asked})
+	create(t, d, shSpec(asked, "while :; do :; done"))
+	create(t, d, shSpec(other, "while :; do :; done"))
+	var in, out drivers.Instance
+	eventually(t, "the measured instance at 100ms of CPU", func() bool {
+		in, _ = observeOne(t, d, asked)
+		out, _ = observeOne(t, d, other)
+		return in.CPUTime >= 100*time.Millisecond
+	})
+	if out.State != drivers.Running || out.CPUTime != 0 {
+		t.Errorf("instance not asked about: %s with CPU time %s, want running with 0", out.State, out.CPUTime)
 	}
 }

@@ -164,6 +164,7 @@ func TestIsolateCPUTimeFromCgroup(t *testing.T) {
 	skipUnlessRoot(t)
 	const id = "ctx.iso.cpu"
 	d := setup(t, process.Config{}, id)
+	d.MeasureCPU([]string{id})
 	s := isolatedSpec(id, 0)
 	s.Args = []string{"-c", `trap 'exit 0' TERM; yes > /dev/null & wait`}
 	create(t, d, s)
