@@ -129,7 +129,13 @@ func (n *Node) broadcast(e vfs.Entry) {
 			return
 		}
 	}
-	n.queue.QueueBroadcast(&entryBroadcast{path: e.Path, msg: msg})
+	n.enqueue(e.Path, msg)
+}
+
+// enqueue queues msg for gossip under path, replacing a pending message of
+// the same path.
+func (n *Node) enqueue(path string, msg []byte) {
+	n.queue.QueueBroadcast(&entryBroadcast{path: path, msg: msg})
 	if n.queue.NumQueued() > maxQueued {
 		n.queue.Prune(maxQueued)
 	}
@@ -176,8 +182,12 @@ func (n *Node) handleMsg(kind byte, body []byte) error {
 		if applied {
 			// Queue it again: memberlist retransmits only from the node
 			// that queued a message, a few times, which does not reach
-			// every node of a large cluster.
-			n.broadcast(e)
+			// every node of a large cluster. The message as received is
+			// the one to send (memberlist reuses body's memory).
+			msg := make([]byte, 1+len(body))
+			msg[0] = msgDelta
+			copy(msg[1:], body)
+			n.enqueue(e.Path, msg)
 			n.catchUpAfter(e)
 		}
 	case msgNotice:
