@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ctxos/ctxos/drivers"
 	"github.com/ctxos/ctxos/schema"
 )
 
@@ -254,11 +255,22 @@ func (hp *healthProbes) run(ctx context.Context, t healthTarget, p *healthProbe)
 }
 
 // result returns the health of instance id and whether it has a probe.
-func (hp *healthProbes) result(id string) (HealthResult, bool) {
+func (hp *healthProbes) result(id string) (HealthResult, bool) { return hp.lookup(id, "") }
+
+// resultFor is result for the life of the instance observed as in: the
+// probe of an earlier life (the replaced process, until the next pass
+// syncs the probes) says nothing of this one.
+func (hp *healthProbes) resultFor(in drivers.Instance) (HealthResult, bool) {
+	return hp.lookup(in.ID, healthLife(in))
+}
+
+// lookup returns a copy of the result of id's probe, if it checks life
+// (any life when life is "").
+func (hp *healthProbes) lookup(id, life string) (HealthResult, bool) {
 	hp.mu.Lock()
 	defer hp.mu.Unlock()
 	p, ok := hp.probes[id]
-	if !ok {
+	if !ok || life != "" && p.life != life {
 		return HealthResult{}, false
 	}
 	r := p.result
@@ -266,6 +278,12 @@ func (hp *healthProbes) result(id string) (HealthResult, bool) {
 		r.Healthy = ptrTo(*r.Healthy)
 	}
 	return r, true
+}
+
+// healthLife identifies one life of an instance for its health probe:
+// spec, pid and start, so a restart or a new spec counts again from zero.
+func healthLife(in drivers.Instance) string {
+	return fmt.Sprintf("%s/%d/%d", in.SpecHash, in.Pid, in.StartedAt.UnixNano())
 }
 
 // stop ends every probe and waits for them.

@@ -482,6 +482,9 @@ type passState struct {
 	// pile them on the nodes it happens to know.
 	unseen   []string
 	progress bool
+	// others is what the other live members publish running, by node and
+	// driver instance id (their /run/<node>/instances), for rollouts.
+	others map[string]map[string]InstanceStatus
 }
 
 func (ps *passState) problem(key, what, reason string) {
@@ -545,6 +548,7 @@ func (r *Reconciler) pass(ctx context.Context) {
 		observeOK[name] = true
 	}
 	others := r.readInstances(live, since, started)
+	ps.others = others
 	now := r.now()
 	for _, name := range live {
 		if name == r.cfg.Node || now.Sub(laterOf(since[name], r.started)) >= r.cfg.JoinGrace {
@@ -772,7 +776,7 @@ func (r *Reconciler) currentPlacement(others map[string]map[string]InstanceStatu
 func (r *Reconciler) statusOf(drv string, in drivers.Instance) InstanceStatus {
 	st := InstanceStatus{Driver: drv, SpecHash: in.SpecHash, State: in.State, Pid: in.Pid, StartedAt: in.StartedAt,
 		Restarts: in.Restarts, ExitCode: in.ExitCode, Message: in.Message}
-	if res, ok := r.health.result(in.ID); ok && in.State == drivers.Running {
+	if res, ok := r.health.resultFor(in); ok && in.State == drivers.Running {
 		st.Healthy, st.Health = res.Healthy, res.Message
 	}
 	if in.Spec != nil {

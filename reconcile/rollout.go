@@ -20,9 +20,15 @@ import (
 // available (a driver event, a health change or the resync) starts the
 // next one.
 //
-// The bound is per node: nodes do not coordinate, so a CTX spread over N
-// nodes may have up to N·maxUnavailable instances down at once
-// cluster-wide.
+// The bound also holds across the cluster, without a coordinator: the
+// instances of a CTX, in index order, form waves of maxUnavailable, and an
+// instance is replaced only once every instance of the earlier waves runs
+// the new spec and is available, as its node reports it in
+// /run/<node>/instances (this node's own as observed). Every node computes
+// the same waves from the same placement, so nodes replace one wave at a
+// time, in order, whichever nodes its instances are on. An instance on a
+// node that reports nothing (it is gone) holds the next waves back until
+// placement moves it and it starts with the new spec elsewhere.
 //
 // Replacing an instance that is known to be down (not running, or failing
 // its check threshold times) costs nothing, so it is always allowed: a
@@ -39,6 +45,9 @@ type rollout struct {
 	hasHealth map[string]bool     // CTX name → it has a health check
 	down      map[string][]string // CTX name → its unavailable instance ids here, sorted
 	known     map[string]bool     // instance ids known to be down (not just unchecked)
+	// turn, when set, says why an instance of a CTX must wait for the
+	// earlier waves of the cluster-wide rollout ("" when it need not).
+	turn func(id, name string) string
 }
 
 // newRollout counts the unavailable instances of every CTX desired on this
@@ -62,7 +71,7 @@ func (r *Reconciler) newRollout(ps *passState, ctxs map[string]schema.Ctx) *roll
 		running := ok && in.State == drivers.Running
 		available := running
 		if running && c.Health != nil {
-			res, _ := r.health.result(id)
+			res, _ := r.health.resultFor(in)
 			available = res.Healthy != nil && *res.Healthy
 			ro.known[id] = res.Healthy != nil && !*res.Healthy
 		}
@@ -76,7 +85,95 @@ func (r *Reconciler) newRollout(ps *passState, ctxs map[string]schema.Ctx) *roll
 	for name := range ro.down {
 		slices.Sort(ro.down[name])
 	}
+	w := &waves{r: r, ps: ps, ctxs: ctxs, updated: map[string]bool{}}
+	ro.turn = w.turn
 	return ro
+}
+
+// waves is the cluster-wide order of one pass's rollouts.
+type waves struct {
+	r       *Reconciler
+	ps      *passState
+	ctxs    map[string]schema.Ctx
+	order   map[string][]string // CTX name → its placed instance ids by index
+	updated map[string]bool     // instance id → runs the new spec, available
+}
+
+// turn says why instance id (a driver instance id) of CTX name must wait
+// for earlier waves, or "" when every instance of them is updated.
+func (w *waves) turn(id, name string) string {
+	if w.order == nil {
+		w.order = map[string][]string{}
+		idx := map[string]int{}
+		for inst := range w.ps.desired.Placement {
+			n, i, err := ParseInstanceID(inst)
+			if err == nil {
+				w.order[n] = append(w.order[n], inst)
+				idx[inst] = i
+			}
+		}
+		for _, ids := range w.order {
+			slices.SortFunc(ids, func(a, b string) int { return idx[a] - idx[b] })
+		}
+	}
+	order := w.order[name]
+	pos := slices.Index(order, strings.TrimPrefix(id, drivers.KindCTX+"."))
+	if pos < 0 {
+		return ""
+	}
+	k := max(w.ctxs[name].Rollout.MaxUnavailable, 1)
+	var behind []string
+	for _, inst := range order[:pos/k*k] {
+		if !w.isUpdated(name, inst) {
+			behind = append(behind, inst)
+		}
+	}
+	if len(behind) == 0 {
+		return ""
+	}
+	what := "run the new spec"
+	if w.ctxs[name].Health != nil {
+		what += " and be healthy"
+	}
+	return fmt.Sprintf("rollout: waiting for %s, earlier in the cluster-wide rollout, to %s", strings.Join(behind, ", "), what)
+}
+
+// isUpdated reports whether instance inst of CTX name runs the spec the
+// snapshot asks for and is available, where it is placed.
+func (w *waves) isUpdated(name, inst string) bool {
+	if v, ok := w.updated[inst]; ok {
+		return v
+	}
+	c := w.ctxs[name]
+	ok := false
+	if _, i, err := ParseInstanceID(inst); err == nil {
+		if spec, err := ctxSpec(name, c, i); err == nil {
+			st, seen := w.status(inst)
+			ok = seen && st.State == drivers.Running && st.SpecHash == spec.Hash() &&
+				(c.Health == nil || st.Healthy != nil && *st.Healthy)
+		}
+	}
+	w.updated[inst] = ok
+	return ok
+}
+
+// status is instance inst as its node reports it; this node's own as its
+// drivers observed it this pass.
+func (w *waves) status(inst string) (InstanceStatus, bool) {
+	id := CTXSpecID(inst)
+	node := w.ps.desired.Placement[inst]
+	if node != w.r.cfg.Node {
+		st, ok := w.ps.others[node][id]
+		return st, ok
+	}
+	for drv, insts := range w.ps.observed {
+		for _, in := range insts {
+			if in.ID == id {
+				return w.r.statusOf(drv, in), true
+			}
+		}
+	}
+	return InstanceStatus{}, false
 }
 
 // admit says whether the replace of instance id of CTX name may start now
@@ -88,6 +185,11 @@ func (ro *rollout) admit(id, name string) string {
 	}
 	limit := max(ro.max[name], 1)
 	if len(down) < limit {
+		if ro.turn != nil {
+			if why := ro.turn(id, name); why != "" {
+				return why
+			}
+		}
 		if !slices.Contains(down, id) {
 			ro.down[name] = append(down, id)
 		}
@@ -129,7 +231,7 @@ func (r *Reconciler) syncHealth(ctx context.Context, ps *passState, ctxs map[str
 			}
 			targets = append(targets, healthTarget{
 				id:       in.ID,
-				life:     fmt.Sprintf("%s/%d/%d", in.SpecHash, in.Pid, in.StartedAt.UnixNano()),
+				life:     healthLife(in),
 				checkKey: keys[u.Name],
 				check:    hc,
 			})

@@ -2,12 +2,15 @@ package reconcile
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ctxos/ctxos/cluster"
 	"github.com/ctxos/ctxos/cluster/vfs"
+	"github.com/ctxos/ctxos/drivers"
 	"github.com/ctxos/ctxos/schema"
 )
 
@@ -196,5 +199,142 @@ func TestRolloutWaitsForHealth(t *testing.T) {
 	})
 	if p := a.rec.Progress(); p.Converged {
 		t.Errorf("progress converged with 3 unhealthy instances: %s", progressOf(a))
+	}
+}
+
+// TestRolloutAcrossNodes changes a CTX spread one instance per node on
+// three nodes, maxUnavailable 1, with a TCP health check: the replaces run
+// one after the other across the nodes, in instance order, each after the
+// one before it is healthy on its own node.
+func TestRolloutAcrossNodes(t *testing.T) {
+	marker := newMarker(t)
+	t.Cleanup(func() { killMarked(marker) })
+	g := newGate(t)
+	net := cluster.NewPartition()
+	n0 := startMember(t, net, "n0", "")
+	n1 := startMember(t, net, "n1", n0.GossipAddr())
+	n2 := startMember(t, net, "n2", n0.GossipAddr())
+	nodes := []*cluster.Node{n0, n1, n2}
+	waitUntil(t, "three live members everywhere", func() (bool, string) {
+		for _, n := range nodes {
+			if liveCount(n) != 3 {
+				return false, fmt.Sprintf("%s sees %d", n.Name(), liveCount(n))
+			}
+		}
+		return true, ""
+	})
+	agents := make([]*agent, 3)
+	for i, n := range nodes {
+		agents[i] = startAgent(t, n.Name(), n.Store(), agentOpts{members: n.Members, parallel: 4})
+	}
+	const interval = 100 * time.Millisecond
+	web := sleepCTX(marker, 3, "1000")
+	web.Placement.Strategy = schema.StrategySpread
+	web.Rollout.MaxUnavailable = 1
+	web.Health = &schema.Health{TCP: &schema.TCPCheck{Port: portOf(t, g.addr)}, Interval: interval.String(), Timeout: "1s", Threshold: 3}
+	allConverged := func(gen uint64) func() (bool, string) {
+		return func() (bool, string) {
+			for _, a := range agents {
+				p := a.rec.Progress()
+				if !p.Converged || p.Generation != gen {
+					return false, a.name + ": " + progressOf(a)
+				}
+			}
+			return oncePerInstance(marker, 3), fmt.Sprintf("%d processes", countMarked(marker))
+		}
+	}
+	publish(t, n0.Store(), buildSnapshot(t, map[string]schema.Ctx{"web": web}, nil), 1)
+	waitUntil(t, "generation 1 everywhere", allConverged(1))
+	if got := perNode(t, agents...); !maps.Equal(got, map[string]int{"n0": 1, "n1": 1, "n2": 1}) {
+		t.Fatalf("spread: %v, want one instance per node", got)
+	}
+
+	web.Args = []string{"1001"}
+	publish(t, n0.Store(), buildSnapshot(t, map[string]schema.Ctx{"web": web}, nil), 2)
+	waitUntil(t, "generation 2 everywhere", allConverged(2))
+
+	type span struct {
+		resource   string
+		start, end time.Time
+	}
+	var spans []span
+	waited := false
+	for _, a := range agents {
+		s, res, waits := replaceSpans(t, a, 2)
+		if len(s) != 1 {
+			t.Fatalf("%s: %d replaces done (%v), want 1", a.name, len(s), res)
+		}
+		spans = append(spans, span{res[0], s[0][0], s[0][1]})
+		for _, ws := range waits {
+			for _, w := range ws {
+				waited = waited || strings.Contains(w, "earlier in the cluster-wide rollout")
+			}
+		}
+	}
+	slices.SortFunc(spans, func(a, b span) int { return a.start.Compare(b.start) })
+	var order []string
+	for _, s := range spans {
+		order = append(order, s.resource)
+	}
+	if want := []string{"ctx/web.0", "ctx/web.1", "ctx/web.2"}; !slices.Equal(order, want) {
+		t.Fatalf("replaces in the order %v, want %v", order, want)
+	}
+	for i := 1; i < len(spans); i++ {
+		if gap := spans[i].start.Sub(spans[i-1].end); gap < 2*interval {
+			t.Errorf("replace of %s started %s after that of %s ended, before that instance could pass 3 checks %s apart", spans[i].resource, gap, spans[i-1].resource, interval)
+		}
+	}
+	if !waited {
+		t.Error("no replace waited for an earlier wave on another node")
+	}
+}
+
+// TestRolloutWaves: with maxUnavailable 2, instances 0 and 1 form the
+// first wave and may go at once; 2 and 3 wait until both run the new spec
+// where they are placed, whichever node reports them.
+func TestRolloutWaves(t *testing.T) {
+	web := schema.Ctx{Runtime: schema.RuntimeProcess, Command: "sleep", Args: []string{"1000"}, Replicas: 4,
+		Resources: schema.Resources{CPU: 10, Memory: "16Mi"}, Rollout: schema.Rollout{MaxUnavailable: 2}}
+	ctxs := map[string]schema.Ctx{"web": web}
+	hash := func(i int) string {
+		s, err := ctxSpec("web", web, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Hash()
+	}
+	placement := Placement{"web.0": "a", "web.1": "b", "web.2": "b", "web.3": "a"}
+	tests := []struct {
+		name    string
+		updated []int // instances whose node reports them running the new spec
+		want    map[int]string
+	}{
+		{"nothing updated yet", nil, map[int]string{
+			0: "", 1: "",
+			2: "rollout: waiting for web.0, web.1, earlier in the cluster-wide rollout, to run the new spec",
+			3: "rollout: waiting for web.0, web.1, earlier in the cluster-wide rollout, to run the new spec"}},
+		{"half the first wave", []int{1}, map[int]string{
+			2: "rollout: waiting for web.0, earlier in the cluster-wide rollout, to run the new spec"}},
+		{"the first wave done", []int{0, 1}, map[int]string{2: "", 3: ""}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			others := map[string]map[string]InstanceStatus{"a": {}, "b": {}}
+			for i := range 4 {
+				inst := InstanceID("web", i)
+				st := InstanceStatus{Kind: "ctx", Name: "web", Instance: inst, State: drivers.Running, SpecHash: "old"}
+				if slices.Contains(tt.updated, i) {
+					st.SpecHash = hash(i)
+				}
+				others[placement[inst]][CTXSpecID(inst)] = st
+			}
+			w := &waves{r: &Reconciler{cfg: Config{Node: "c"}}, ctxs: ctxs, updated: map[string]bool{},
+				ps: &passState{desired: &Desired{Placement: placement}, others: others}}
+			for i, want := range tt.want {
+				if got := w.turn(CTXSpecID(InstanceID("web", i)), "web"); got != want {
+					t.Errorf("turn of web.%d = %q, want %q", i, got, want)
+				}
+			}
+		})
 	}
 }
