@@ -41,28 +41,20 @@ func (c *Client) Addr() string { return c.base }
 // message; 404 wraps ErrNotFound.
 func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
 	var rd io.Reader
+	header := map[string]string{}
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return err
 		}
 		rd = bytes.NewReader(b)
+		header["Content-Type"] = "application/json"
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	resp, err := c.roundTrip(ctx, method, path, rd, header)
 	if err != nil {
 		return err
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("ctxos API at %s: %w", c.base, err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return responseError(resp)
-	}
 	if out == nil {
 		_, err = io.Copy(io.Discard, resp.Body)
 		return err
@@ -71,6 +63,27 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 		return fmt.Errorf("decode answer of %s %s: %w", method, path, err)
 	}
 	return nil
+}
+
+// roundTrip sends one request and returns the response to a 2xx answer;
+// any other answer is an error made from its body.
+func (c *Client) roundTrip(ctx context.Context, method, path string, body io.Reader, header map[string]string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("ctxos API at %s: %w", c.base, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		return nil, responseError(resp)
+	}
+	return resp, nil
 }
 
 func responseError(resp *http.Response) error {
@@ -112,19 +125,11 @@ func (c *Client) ListEntries(ctx context.Context, prefix string) ([]vfs.Entry, e
 }
 
 func (c *Client) getCBOR(ctx context.Context, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	resp, err := c.roundTrip(ctx, http.MethodGet, path, nil, map[string]string{"Accept": ContentTypeCBOR})
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Accept", ContentTypeCBOR)
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("ctxos API at %s: %w", c.base, err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return responseError(resp)
-	}
 	if ct := resp.Header.Get("Content-Type"); ct != ContentTypeCBOR {
 		return fmt.Errorf("GET %s: the API at %s answered %q, not CBOR: an agent older than this client?", path, c.base, ct)
 	}
@@ -174,17 +179,9 @@ func (c *Client) Status(ctx context.Context) (StatusView, error) {
 // Watch streams changes under prefix until ctx ends or the connection
 // drops; the channel is closed then.
 func (c *Client) Watch(ctx context.Context, prefix string) (<-chan WatchEvent, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/watch/"+strings.TrimPrefix(prefix, "/"), nil)
+	resp, err := c.roundTrip(ctx, http.MethodGet, "/v1/watch/"+strings.TrimPrefix(prefix, "/"), nil, nil)
 	if err != nil {
 		return nil, err
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("ctxos API at %s: %w", c.base, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		defer resp.Body.Close()
-		return nil, responseError(resp)
 	}
 	out := make(chan WatchEvent)
 	go func() {

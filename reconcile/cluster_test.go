@@ -40,6 +40,31 @@ func startMember(tb testing.TB, net *cluster.Partition, name string, join string
 	return n
 }
 
+// threeAgents starts three members n0, n1, n2 on loopback (n1 and n2
+// joined through n0), waits until each sees the three alive, and starts an
+// agent on each with opts (members set to its node's).
+func threeAgents(tb testing.TB, opts agentOpts) (*cluster.Partition, []*cluster.Node, []*agent) {
+	tb.Helper()
+	net := cluster.NewPartition()
+	n0 := startMember(tb, net, "n0", "")
+	nodes := []*cluster.Node{n0, startMember(tb, net, "n1", n0.GossipAddr()), startMember(tb, net, "n2", n0.GossipAddr())}
+	waitUntil(tb, "three live members everywhere", func() (bool, string) {
+		for _, n := range nodes {
+			if liveCount(n) != 3 {
+				return false, fmt.Sprintf("%s sees %d", n.Name(), liveCount(n))
+			}
+		}
+		return true, ""
+	})
+	agents := make([]*agent, 3)
+	for i, n := range nodes {
+		o := opts
+		o.members = n.Members
+		agents[i] = startAgent(tb, n.Name(), n.Store(), o)
+	}
+	return net, nodes, agents
+}
+
 func liveCount(n *cluster.Node) int {
 	c := 0
 	for _, m := range n.Members() {
@@ -71,23 +96,8 @@ func perNode(tb testing.TB, agents ...*agent) map[string]int {
 func TestLoopThreeNodesSpreadFailoverNoFlap(t *testing.T) {
 	marker := newMarker(t)
 	t.Cleanup(func() { killMarked(marker) })
-	net := cluster.NewPartition()
-	n0 := startMember(t, net, "n0", "")
-	n1 := startMember(t, net, "n1", n0.GossipAddr())
-	n2 := startMember(t, net, "n2", n0.GossipAddr())
-	nodes := []*cluster.Node{n0, n1, n2}
-	waitUntil(t, "three live members everywhere", func() (bool, string) {
-		for _, n := range nodes {
-			if liveCount(n) != 3 {
-				return false, fmt.Sprintf("%s sees %d", n.Name(), liveCount(n))
-			}
-		}
-		return true, ""
-	})
-	agents := make([]*agent, 3)
-	for i, n := range nodes {
-		agents[i] = startAgent(t, n.Name(), n.Store(), agentOpts{members: n.Members})
-	}
+	net, nodes, agents := threeAgents(t, agentOpts{})
+	n0, n2 := nodes[0], nodes[2]
 
 	web := sleepCTX(marker, 6, "1000")
 	web.Placement.Strategy = schema.StrategySpread
@@ -235,24 +245,8 @@ func TestReadInstancesOfAMemberThatJustJoined(t *testing.T) {
 func TestScalerAcrossNodes(t *testing.T) {
 	marker := newMarker(t)
 	t.Cleanup(func() { killMarked(marker) })
-	net := cluster.NewPartition()
-	n0 := startMember(t, net, "n0", "")
-	n1 := startMember(t, net, "n1", n0.GossipAddr())
-	n2 := startMember(t, net, "n2", n0.GossipAddr())
-	nodes := []*cluster.Node{n0, n1, n2}
-	waitUntil(t, "three live members everywhere", func() (bool, string) {
-		for _, n := range nodes {
-			if liveCount(n) != 3 {
-				return false, fmt.Sprintf("%s sees %d", n.Name(), liveCount(n))
-			}
-		}
-		return true, ""
-	})
-	agents := make([]*agent, 3)
-	for i, n := range nodes {
-		agents[i] = startAgent(t, n.Name(), n.Store(), agentOpts{members: n.Members, resync: time.Second,
-			scalePeriod: 300 * time.Millisecond, scaleDownWindow: 2 * time.Second})
-	}
+	_, nodes, agents := threeAgents(t, agentOpts{resync: time.Second, scalePeriod: 300 * time.Millisecond, scaleDownWindow: 2 * time.Second})
+	n0 := nodes[0]
 	web := schema.Ctx{
 		Runtime: schema.RuntimeProcess, Command: "sh", Args: []string{"-c", "while :; do :; done"},
 		Env:       map[string]string{"CTXOS_TEST_MARK": marker},

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ctxos/ctxos/cluster"
 	"github.com/ctxos/ctxos/cluster/vfs"
 	"github.com/ctxos/ctxos/drivers"
 	"github.com/ctxos/ctxos/schema"
@@ -210,23 +209,8 @@ func TestRolloutAcrossNodes(t *testing.T) {
 	marker := newMarker(t)
 	t.Cleanup(func() { killMarked(marker) })
 	g := newGate(t)
-	net := cluster.NewPartition()
-	n0 := startMember(t, net, "n0", "")
-	n1 := startMember(t, net, "n1", n0.GossipAddr())
-	n2 := startMember(t, net, "n2", n0.GossipAddr())
-	nodes := []*cluster.Node{n0, n1, n2}
-	waitUntil(t, "three live members everywhere", func() (bool, string) {
-		for _, n := range nodes {
-			if liveCount(n) != 3 {
-				return false, fmt.Sprintf("%s sees %d", n.Name(), liveCount(n))
-			}
-		}
-		return true, ""
-	})
-	agents := make([]*agent, 3)
-	for i, n := range nodes {
-		agents[i] = startAgent(t, n.Name(), n.Store(), agentOpts{members: n.Members, parallel: 4})
-	}
+	_, nodes, agents := threeAgents(t, agentOpts{parallel: 4})
+	n0 := nodes[0]
 	const interval = 100 * time.Millisecond
 	web := sleepCTX(marker, 3, "1000")
 	web.Placement.Strategy = schema.StrategySpread
