@@ -247,15 +247,8 @@ func TestScalerAcrossNodes(t *testing.T) {
 	t.Cleanup(func() { killMarked(marker) })
 	_, nodes, agents := threeAgents(t, agentOpts{resync: time.Second, scalePeriod: 300 * time.Millisecond, scaleDownWindow: 2 * time.Second})
 	n0 := nodes[0]
-	web := schema.Ctx{
-		Runtime: schema.RuntimeProcess, Command: "sh", Args: []string{"-c", "while :; do :; done"},
-		Env:       map[string]string{"CTXOS_TEST_MARK": marker},
-		Autoscale: &schema.Autoscale{Min: 1, Max: 3, TargetCPU: 50},
-		Restart:   schema.RestartAlways,
-		Resources: schema.Resources{CPU: 100, Memory: "16Mi"},
-		Placement: schema.Placement{Strategy: schema.StrategySpread},
-		Stop:      schema.Stop{Signal: "SIGKILL", Grace: "1s"},
-	}
+	web := busyCTX(marker)
+	web.Placement.Strategy = schema.StrategySpread
 	holder := Rank(scaleLease+"web", []string{"n0", "n1", "n2"})[0]
 	scaled := func(want int) (bool, string) {
 		got := perNode(t, agents...)

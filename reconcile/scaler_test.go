@@ -80,6 +80,19 @@ func TestStabilize(t *testing.T) {
 	}
 }
 
+// busyCTX is an autoscaled process CTX (min 1, max 3, target 50% of 100
+// millicores) whose instances busy-loop, marked for counting.
+func busyCTX(marker string) schema.Ctx {
+	return schema.Ctx{
+		Runtime: schema.RuntimeProcess, Command: "sh", Args: []string{"-c", "while :; do :; done"},
+		Env:       map[string]string{"CTXOS_TEST_MARK": marker},
+		Autoscale: &schema.Autoscale{Min: 1, Max: 3, TargetCPU: 50},
+		Restart:   schema.RestartAlways,
+		Resources: schema.Resources{CPU: 100, Memory: "16Mi"},
+		Stop:      schema.Stop{Signal: "SIGKILL", Grace: "1s"},
+	}
+}
+
 // TestScalerFollowsCPU runs an autoscaled CTX (min 1, max 3, target 50% of
 // 100 millicores) on one node with the real process driver: busy-looping
 // instances make the scaler go to 3 at once; the same CTX changed to idle
@@ -91,14 +104,7 @@ func TestScalerFollowsCPU(t *testing.T) {
 	store := newStore(t, "n1")
 	putHW(t, store, "n1", nil)
 	a := startAgent(t, "n1", store, agentOpts{resync: time.Second, scalePeriod: 300 * time.Millisecond, scaleDownWindow: 2 * time.Second})
-	busy := schema.Ctx{
-		Runtime: schema.RuntimeProcess, Command: "sh", Args: []string{"-c", "while :; do :; done"},
-		Env:       map[string]string{"CTXOS_TEST_MARK": marker},
-		Autoscale: &schema.Autoscale{Min: 1, Max: 3, TargetCPU: 50},
-		Restart:   schema.RestartAlways,
-		Resources: schema.Resources{CPU: 100, Memory: "16Mi"},
-		Stop:      schema.Stop{Signal: "SIGKILL", Grace: "1s"},
-	}
+	busy := busyCTX(marker)
 	scale := func() (Scale, bool) {
 		e, ok := store.Get(scalePrefix + "web")
 		if !ok {
