@@ -327,6 +327,7 @@ func startAgent(ctx context.Context, c agentConfig) (*agent, error) {
 	}
 	a := &agent{cfg: c, log: logger, node: node, apiURL: "http://" + ln.Addr().String()}
 	a.api = cluster.NewAPI(node)
+	a.api.Handle("GET /{$}", serveDashboard(a.api, node.Store(), logger))
 	reqCtx, cancelRequests := context.WithCancel(context.Background())
 	a.cancelRequests = cancelRequests
 	a.srv = &http.Server{

@@ -233,6 +233,7 @@ func watchProgress(ctx context.Context, out io.Writer, a *agent) {
 		if p.Converged && !converged {
 			converged = true
 			fmt.Fprintf(out, "\nconverged on %s: %d instance(s) running.\n", shortRev(p.Commit), p.Running)
+			fmt.Fprintf(out, "dashboard %s/\n", a.apiURL)
 			fmt.Fprintf(out, "API %s (try: ctxos status, ctxos vfs ls /run, ctxos history)\n", a.apiURL)
 			fmt.Fprintln(out, "Ctrl-C stops the workloads and the node; edits to the desired state keep being applied.")
 		}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -112,6 +114,21 @@ func TestUpDevModeAppliesSavesAndStopsOnInterrupt(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
+	}
+	// The dashboard it prints shows the instances.
+	_, rest, ok := strings.Cut(out.String(), "dashboard ")
+	if !ok {
+		t.Fatalf("output names no dashboard:\n%s", out)
+	}
+	url, _, _ := strings.Cut(rest, "\n")
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(page), "<td>ctx.s.1</td><td>local</td>") {
+		t.Errorf("GET %s = %d, %v; want the dashboard listing ctx.s.1 on node local:\n%s", url, resp.StatusCode, err, page)
 	}
 
 	write(spec(3))
