@@ -1,11 +1,11 @@
 package main
 
 import (
-	"os"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
