@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -50,7 +49,6 @@ func TestDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	page := string(b)
-	os.WriteFile("/tmp/dash.html", b, 0o644)
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 		t.Fatalf("GET / = %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
