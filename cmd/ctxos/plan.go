@@ -490,15 +490,29 @@ type liveCluster struct {
 	members    int
 	nodes      []reconcile.Node
 	current    reconcile.Placement
-	notes      []string
+	// scales are the scaler's decisions (/lk/scale/<ctx>), by CTX.
+	scales map[string]int
+	notes  []string
 }
 
 // readLiveCluster reads the snapshot in force, the live members with their
 // capacity and the current placement through the agent's API.
 func readLiveCluster(ctx context.Context, c *cluster.Client) (*liveCluster, error) {
-	live := &liveCluster{current: reconcile.Placement{}}
+	live := &liveCluster{current: reconcile.Placement{}, scales: map[string]int{}}
 	if err := live.readSnapshot(ctx, c); err != nil {
 		return nil, err
+	}
+	decisions, err := c.ListEntries(ctx, "/lk/scale")
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range decisions {
+		var s reconcile.Scale
+		if err := schema.Decode(e.Value, &s); err != nil {
+			live.notes = append(live.notes, fmt.Sprintf("%s: %v: autoscaled CTX counted at its min", e.Path, err))
+			continue
+		}
+		live.scales[strings.TrimPrefix(e.Path, "/lk/scale/")] = s.Replicas
 	}
 	members, err := c.Members(ctx)
 	if err != nil {
@@ -718,7 +732,7 @@ func (l *liveCluster) side() planSide {
 func (l *liveCluster) impact(before, after *schema.Snapshot) (*planCluster, error) {
 	pc := &planCluster{Members: l.members, Nodes: []nodeImpact{}, Notes: l.notes}
 	place := func(snap *schema.Snapshot) (reconcile.Placement, []unplacedView, error) {
-		reqs, err := placementRequests(snap)
+		reqs, err := placementRequests(snap, l.scales)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -772,9 +786,10 @@ func (l *liveCluster) impact(before, after *schema.Snapshot) (*planCluster, erro
 }
 
 // placementRequests is what the scheduler is asked for the CTXs of snap. A
-// CTX with autoscale asks for its min: what runs right after the change,
-// before the scaler acts.
-func placementRequests(snap *schema.Snapshot) ([]reconcile.Request, error) {
+// CTX with autoscale asks for what the scaler decided (scales), within its
+// min and max, else its min: what runs right after the change, before the
+// scaler acts again.
+func placementRequests(snap *schema.Snapshot, scales map[string]int) ([]reconcile.Request, error) {
 	if snap == nil {
 		return nil, nil
 	}
@@ -789,8 +804,11 @@ func placementRequests(snap *schema.Snapshot) ([]reconcile.Request, error) {
 			return nil, fmt.Errorf("/ctx/%s: resources.memory: %w", name, err)
 		}
 		n := c.Replicas
-		if c.Autoscale != nil {
-			n = c.Autoscale.Min
+		if as := c.Autoscale; as != nil {
+			n = as.Min
+			if d, ok := scales[name]; ok {
+				n = min(max(d, as.Min), as.Max)
+			}
 		}
 		reqs = append(reqs, reconcile.Request{
 			Name:        name,

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/ctxos/ctxos/cluster/props"
 	"github.com/ctxos/ctxos/cluster/vfs"
 	"github.com/ctxos/ctxos/gitsync"
+	"github.com/ctxos/ctxos/reconcile"
 	"github.com/ctxos/ctxos/schema"
 )
 
@@ -666,5 +669,45 @@ func TestPlanLiveSnapshotFromRepository(t *testing.T) {
 	_, stderr, code = runCLI(t, "plan", outside, "--cluster", api)
 	if code != planExitUsage || !strings.Contains(stderr, "the snapshot in force (commit "+hash[:12]+") cannot be rebuilt from what the agent holds") || !strings.Contains(stderr, "/mid/cache") {
 		t.Errorf("outside the repository, snapshot incomplete: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// TestPlanClusterCountsScalerDecisions: with --cluster, an autoscaled CTX
+// counts as many instances as the scaler decided (within the new min and
+// max), not its min; an unreadable decision is noted and the min counts.
+func TestPlanClusterCountsScalerDecisions(t *testing.T) {
+	load := func(max int) *schema.Snapshot {
+		dir := t.TempDir()
+		writeFiles(t, dir, map[string]string{
+			"ctx/web.cue": fmt.Sprintf("ctx: web: {command: \"web\", autoscale: {min: 1, max: %d}}\n", max),
+			"ctx/api.cue": "ctx: api: {command: \"api\", autoscale: {min: 2, max: 4}}\n",
+		})
+		snap, diags, err := schema.Load(context.Background(), dir)
+		if err != nil || len(diags) > 0 {
+			t.Fatalf("load: %v %v", err, diags)
+		}
+		return snap
+	}
+	before := load(5)
+	api, node := startPlanNode(t, before, gitsync.Revision{Commit: strings.Repeat("cd", 20)}, props.Capacity{CPUMilli: 8000, MemoryBytes: 8 << 30}, nil)
+	if _, err := node.Store().PutValue("/lk/scale/web", reconcile.Scale{Replicas: 4, By: "n0"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := node.Store().PutValue("/lk/scale/api", "not a decision"); err != nil {
+		t.Fatal(err)
+	}
+	live, err := readLiveCluster(context.Background(), cluster.NewClient(api))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := live.impact(before, load(3)) // max lowered below the decision
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pc.Nodes) != 1 || pc.Nodes[0].Before != 4+2 || pc.Nodes[0].After != 3+2 {
+		t.Errorf("impact = %+v, want web at 4 then 3 (the new max) and api at its min 2", pc.Nodes)
+	}
+	if !slices.ContainsFunc(pc.Notes, func(n string) bool { return strings.HasPrefix(n, "/lk/scale/api: ") }) {
+		t.Errorf("notes %q lack the unreadable decision of api", pc.Notes)
 	}
 }
