@@ -443,7 +443,8 @@ func (n *Node) answer(req pushState) {
 	peer := req.Node
 	n.mu.Lock()
 	if a, busy := n.answering[peer]; busy {
-		a.next = &req
+		next := later(a.next, req)
+		a.next = &next
 		n.mu.Unlock()
 		return
 	}
@@ -478,6 +479,18 @@ func (n *Node) answer(req pushState) {
 // answering is an anti-entropy transfer to a peer in flight.
 type answering struct {
 	next *pushState // the request to answer when it ends; nil: none
+}
+
+// later is the request to answer after the transfer in flight, given the
+// one already waiting (nil: none) and req, which came after it: req's
+// digest, which is newer, with no limit if either had none, so that a
+// whole resync asked for is not cut down to the 1 MiB of a probe's
+// request that happened to come later.
+func later(waiting *pushState, req pushState) pushState {
+	if waiting != nil && waiting.Limit == 0 {
+		req.Limit = 0
+	}
+	return req
 }
 
 // entrySize is what an entry counts for towards batchBytes and a limit.

@@ -132,3 +132,26 @@ func TestFitting(t *testing.T) {
 		})
 	}
 }
+
+func TestLaterRequest(t *testing.T) {
+	newer := vfs.Digest{"n1": {Count: 2}}
+	tests := []struct {
+		name    string
+		waiting *pushState
+		req     pushState
+		want    pushState
+	}{
+		{"none waiting", nil, pushState{Node: "a", Digest: newer, Limit: batchBytes}, pushState{Node: "a", Digest: newer, Limit: batchBytes}},
+		{"a limited one replaces a limited one", &pushState{Node: "a", Limit: batchBytes}, pushState{Node: "a", Digest: newer, Limit: batchBytes}, pushState{Node: "a", Digest: newer, Limit: batchBytes}},
+		{"an unlimited one waiting stays unlimited", &pushState{Node: "a"}, pushState{Node: "a", Digest: newer, Limit: batchBytes}, pushState{Node: "a", Digest: newer}},
+		{"an unlimited one replaces a limited one", &pushState{Node: "a", Limit: batchBytes}, pushState{Node: "a", Digest: newer}, pushState{Node: "a", Digest: newer}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := later(tt.waiting, tt.req)
+			if got.Limit != tt.want.Limit || got.Node != tt.want.Node || len(got.Digest) != len(tt.want.Digest) {
+				t.Errorf("later = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
