@@ -221,12 +221,17 @@ func (r *Reconciler) readUsage(live []string) map[string]int64 {
 // autoscaled CTX whose lease this node holds. eligible are the nodes that
 // may hold a lease (those placement counts), live every live member.
 func (r *Reconciler) runScaler(snap *schema.Snapshot, eligible, live []string, scales map[string]int) {
-	now := r.now()
-	if !r.scaledAt.IsZero() && now.Sub(r.scaledAt) < r.cfg.ScalePeriod {
-		return
-	}
-	r.scaledAt = now
+	// Whether there are autoscaled CTXs is known at every pass, round or
+	// not: it sets the loop's pace (a pass every ScalePeriod), and a CTX
+	// that just became autoscaled must not wait for the resync.
 	scaled := autoscaled(snap)
+	switch {
+	case len(scaled) == 0:
+		r.scaleRecs, r.scaleSince = nil, nil
+	case r.scaleRecs == nil:
+		r.scaleRecs, r.scaleSince = map[string][]scaleRec{}, map[string]time.Time{}
+	}
+	// The decision of a CTX no longer autoscaled goes at once too.
 	if line := Rank(scaleClean, eligible); len(line) > 0 && line[0] == r.cfg.Node {
 		for name := range scales {
 			if _, ok := scaled[name]; !ok {
@@ -234,13 +239,11 @@ func (r *Reconciler) runScaler(snap *schema.Snapshot, eligible, live []string, s
 			}
 		}
 	}
-	if len(scaled) == 0 {
-		r.scaleRecs, r.scaleSince = nil, nil
+	now := r.now()
+	if len(scaled) == 0 || !r.scaledAt.IsZero() && now.Sub(r.scaledAt) < r.cfg.ScalePeriod {
 		return
 	}
-	if r.scaleRecs == nil {
-		r.scaleRecs, r.scaleSince = map[string][]scaleRec{}, map[string]time.Time{}
-	}
+	r.scaledAt = now
 	leases := &Leases{Store: vfsLeases{r.cfg.Store}, Node: r.cfg.Node, TTL: 3 * r.cfg.ScalePeriod, Now: r.now}
 	usage := r.readUsage(live)
 	for _, name := range sortedNames(scaled) {

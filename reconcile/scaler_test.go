@@ -103,7 +103,9 @@ func TestScalerFollowsCPU(t *testing.T) {
 	t.Cleanup(func() { killMarked(marker) })
 	store := newStore(t, "n1")
 	putHW(t, store, "n1", nil)
-	a := startAgent(t, "n1", store, agentOpts{resync: time.Second, scalePeriod: 300 * time.Millisecond, scaleDownWindow: 2 * time.Second})
+	// The resync is longer than the test may take: only the scaler's own
+	// pace may bring the decisions.
+	a := startAgent(t, "n1", store, agentOpts{resync: time.Hour, scalePeriod: time.Second, scaleDownWindow: 2 * time.Second})
 	busy := busyCTX(marker)
 	scale := func() (Scale, bool) {
 		e, ok := store.Get(scalePrefix + "web")
@@ -114,8 +116,13 @@ func TestScalerFollowsCPU(t *testing.T) {
 		return s, vfs.Decode(e.Value, &s) == nil
 	}
 
-	publish(t, store, buildSnapshot(t, map[string]schema.Ctx{"web": busy}, nil), 1)
-	converged(t, a, marker, 1, 3)
+	// A pass with nothing autoscaled comes first, just before the CTX
+	// that is: the scaler's round was less than a period ago then, and
+	// the loop must still pick up the scaler's pace at once.
+	publish(t, store, buildSnapshot(t, map[string]schema.Ctx{"other": sleepCTX(marker, 1, "1000")}, nil), 1)
+	converged(t, a, marker, 1, 1)
+	publish(t, store, buildSnapshot(t, map[string]schema.Ctx{"web": busy}, nil), 2)
+	converged(t, a, marker, 2, 3)
 	s, ok := scale()
 	if !ok || s.Replicas != 3 || s.By != "n1" || s.CPUPercent <= 50 || s.Reporting < 1 {
 		t.Fatalf("/lk/scale/web = %+v (%v), want 3 instances decided by n1 over more than 50%% CPU", s, ok)
@@ -128,14 +135,14 @@ func TestScalerFollowsCPU(t *testing.T) {
 
 	idle := busy
 	idle.Command, idle.Args = "sleep", []string{"1000"}
-	publish(t, store, buildSnapshot(t, map[string]schema.Ctx{"web": idle}, nil), 2)
-	converged(t, a, marker, 2, 1)
+	publish(t, store, buildSnapshot(t, map[string]schema.Ctx{"web": idle}, nil), 3)
+	converged(t, a, marker, 3, 1)
 	if s, _ := scale(); s.Replicas != 1 {
 		t.Errorf("/lk/scale/web = %+v after the load went, want 1 instance", s)
 	}
 
-	publish(t, store, buildSnapshot(t, nil, nil), 3)
-	converged(t, a, marker, 3, 0)
+	publish(t, store, buildSnapshot(t, nil, nil), 4)
+	converged(t, a, marker, 4, 0)
 	waitUntil(t, "the decision of a CTX gone from Git removed", func() (bool, string) {
 		_, ok := scale()
 		return !ok, "still there"
