@@ -197,6 +197,10 @@ func (h *Host) start(t testing.TB, join []string) {
 		"--api", h.apiAddr(),
 		"--profile", profile,
 		"--status-interval", "2s",
+		// The scaler decides every second and shrinks after 3 s of lower
+		// recommendations, so the autoscale flow takes seconds.
+		"--scale-period", "1s",
+		"--scale-down-window", "3s",
 	}
 	if len(join) > 0 {
 		args = append(args, "--join", strings.Join(join, ","))

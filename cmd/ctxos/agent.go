@@ -46,7 +46,10 @@ type agentConfig struct {
 	gossipKeyFile string
 	profile       string
 	statusEvery   time.Duration
-	logLevel      string
+	// scalePeriod and scaleDownWindow tune the scaler (reconcile.Config);
+	// zero takes its defaults.
+	scalePeriod, scaleDownWindow time.Duration
+	logLevel                     string
 	// logOutput receives the agent's log (stderr when nil).
 	logOutput io.Writer
 	// containerdSocket is where the containerd driver dials; the driver is
@@ -89,6 +92,11 @@ rotation).`,
 			if c.labels, err = parseLabels(labels); err != nil {
 				return &exitError{code: 2, err: err}
 			}
+			for flag, d := range map[string]time.Duration{"--scale-period": c.scalePeriod, "--scale-down-window": c.scaleDownWindow} {
+				if d <= 0 {
+					return &exitError{code: 2, err: fmt.Errorf("%s %s: want a positive duration", flag, d)}
+				}
+			}
 			return runAgent(cmd.Context(), c, nil)
 		},
 	}
@@ -105,6 +113,8 @@ rotation).`,
 	f.StringVar(&c.gossipKeyFile, "gossip-key-file", "", "file of base64 gossip keys, primary first; enables encryption")
 	f.StringVar(&c.profile, "profile", "lan", "gossip timing profile: lan, wan or local")
 	f.DurationVar(&c.statusEvery, "status-interval", 5*time.Second, "how often /sum/<name> is refreshed")
+	f.DurationVar(&c.scalePeriod, "scale-period", reconcile.DefaultScalePeriod, "how often autoscaled CTXs are measured and decided")
+	f.DurationVar(&c.scaleDownWindow, "scale-down-window", reconcile.DefaultScaleDownWindow, "how long fewer instances must be recommended before the scaler stops some")
 	f.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&c.containerdSocket, "containerd-socket", "", "containerd socket for container CTXs (default /run/containerd/containerd.sock; off when absent)")
 	addGitFlags(f, &c.git)
@@ -200,6 +210,9 @@ func (a *agent) startReconciler() error {
 		Journal:     j,
 		Logger:      a.log,
 		AfterRecord: crashHook(),
+
+		ScalePeriod:     a.cfg.scalePeriod,
+		ScaleDownWindow: a.cfg.scaleDownWindow,
 	})
 	if err != nil {
 		return err
