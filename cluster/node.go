@@ -52,6 +52,8 @@ type Node struct {
 	answering map[string]*answering
 	// asked holds when this node last asked each peer for a catch-up.
 	asked map[string]time.Time
+	// closing is set by Close before it waits for the goroutines (spawn).
+	closing bool
 	// streaming holds, per peer sending this node a transfer, when its
 	// last batch that has more behind it arrived.
 	streaming map[string]time.Time
@@ -291,11 +293,33 @@ func (n *Node) Leave(timeout time.Duration) error {
 func (n *Node) Close() error {
 	n.cancel()
 	err := n.ml.Load().Shutdown()
+	// memberlist's stream handlers may still be delivering a message that
+	// starts a goroutine: none may be added once Wait has begun.
+	n.mu.Lock()
+	n.closing = true
+	n.mu.Unlock()
 	n.wg.Wait()
 	if cerr := n.store.Close(); err == nil {
 		err = cerr
 	}
 	return err
+}
+
+// spawn runs f in a goroutine that Close waits for, unless Close has begun
+// (it then reports false and f does not run). Work started from memberlist's
+// callbacks goes through it: they may run while Close waits.
+func (n *Node) spawn(f func()) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closing {
+		return false
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+	return true
 }
 
 // Members lists every node this node knows of: the live ones, and failed

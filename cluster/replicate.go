@@ -269,9 +269,7 @@ func (n *Node) pull(nt notice) {
 	if _, busy := n.pulling.LoadOrStore(nt.Path, struct{}{}); busy {
 		return
 	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	if !n.spawn(func() {
 		defer n.pulling.Delete(nt.Path)
 		holders := []string{nt.Holder, nt.Version.Node}
 		for _, h := range holders {
@@ -289,7 +287,9 @@ func (n *Node) pull(nt notice) {
 			}
 			return
 		}
-	}()
+	}) {
+		n.pulling.Delete(nt.Path)
+	}
 }
 
 // catchUpAfter schedules, for a delta of desired state, a catch-up request
@@ -417,9 +417,7 @@ func (n *Node) requestCatchUp(peer string, limit int, reply bool) {
 	}
 	n.asked[peer] = now
 	n.mu.Unlock()
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	n.spawn(func() {
 		node := n.liveNode(peer)
 		if node == nil {
 			return
@@ -431,7 +429,7 @@ func (n *Node) requestCatchUp(peer string, limit int, reply bool) {
 		if err := n.ml.Load().SendReliable(node, msg); err != nil {
 			n.log.Debug("catch-up request", "peer", peer, "err", err)
 		}
-	}()
+	})
 }
 
 // answer sends peer, in the background, the entries its digest d lacks.
@@ -450,9 +448,7 @@ func (n *Node) answer(req pushState) {
 	}
 	n.answering[peer] = &answering{}
 	n.mu.Unlock()
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	n.spawn(func() {
 		for {
 			missing := n.store.Missing(req.Digest)
 			if req.Limit > 0 {
@@ -473,7 +469,7 @@ func (n *Node) answer(req pushState) {
 			req, a.next = *a.next, nil
 			n.mu.Unlock()
 		}
-	}()
+	})
 }
 
 // answering is an anti-entropy transfer to a peer in flight.
@@ -545,13 +541,11 @@ func (n *Node) goSend(peer string, entries []vfs.Entry, announce bool) {
 	if len(entries) == 0 {
 		return
 	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	n.spawn(func() {
 		if err := n.send(peer, entries, announce); err != nil {
 			n.log.Debug("send entries", "peer", peer, "err", err)
 		}
-	}()
+	})
 }
 
 // send delivers entries to peer over memberlist's reliable (TCP, and

@@ -155,3 +155,53 @@ func TestLaterRequest(t *testing.T) {
 		})
 	}
 }
+
+// TestCloseWhileReceiving closes a node while a peer keeps sending it
+// catch-up requests, each of which starts a transfer in the background:
+// Close waits for those and returns, and (under -race) no goroutine is
+// added while it waits.
+func TestCloseWhileReceiving(t *testing.T) {
+	_, nodes := testCluster(t, 2, nil)
+	from, to := nodes[0], nodes[1]
+	for i := range 50 {
+		if _, err := to.Store().PutValue(fmt.Sprintf("/run/n1/k%d", i), i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msg, err := encodeMsg(msgCatch, pushState{Node: "n0", Digest: vfs.Digest{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := from.liveNode("n1")
+	if peer == nil {
+		t.Fatal("n0 does not know n1")
+	}
+	stop := make(chan struct{})
+	sent := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				sent <- n
+				return
+			default:
+			}
+			if from.ml.Load().SendReliable(peer, msg) == nil {
+				n++
+			}
+		}
+	}()
+	waitFor(t, 30*time.Second, "n0 holds n1's entries", func() bool { return len(from.Store().List("/run/n1")) == 50 })
+	closed := make(chan error, 1)
+	go func() { closed <- to.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close did not return while a peer kept sending")
+	}
+	close(stop)
+	if n := <-sent; n == 0 {
+		t.Fatal("no catch-up request was sent")
+	}
+}
