@@ -39,6 +39,8 @@ const (
 type testDaemon struct {
 	dir, socket string
 	cmd         *exec.Cmd
+	// archive is the busybox OCI image archive the tests' CTXs run.
+	archive string
 }
 
 // startTestContainerd starts a containerd of tb's own, or skips tb saying
@@ -58,23 +60,11 @@ func startTestContainerd(tb testing.TB) *testDaemon {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	d := &testDaemon{dir: dir, socket: filepath.Join(dir, "c.sock")}
-	config := fmt.Sprintf(`version = 2
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-[debug]
-  address = ""
-[metrics]
-  address = ""
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), d.socket, d.socket+".ttrpc")
-	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(config), 0o600); err != nil {
+	socket, err := containerdtest.WriteConfig(dir)
+	if err != nil {
 		tb.Fatal(err)
 	}
+	d := &testDaemon{dir: dir, socket: socket}
 	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
 	if err != nil {
 		tb.Fatal(err)
@@ -103,7 +93,23 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval
 	}
+	d.archive = filepath.Join(d.dir, "busybox-oci.tar")
+	if err := containerdtest.WriteArchive(d.archive, "oci"); err != nil {
+		tb.Fatal(err)
+	}
 	return d
+}
+
+// client connects to d in the tests' namespace; it is closed at the end
+// of tb.
+func (d *testDaemon) client(tb testing.TB) *containerd.Client {
+	tb.Helper()
+	c, err := containerd.New(d.socket, containerd.WithDefaultNamespace(testNamespace), containerd.WithTimeout(5*time.Second))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return c
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
@@ -217,14 +223,6 @@ func (d *testDaemon) containerIDs(tb testing.TB) []string {
 	return ids
 }
 
-// writeBusyboxArchive writes an OCI archive of busybox-static to path.
-func writeBusyboxArchive(tb testing.TB, path string) {
-	tb.Helper()
-	if err := containerdtest.WriteArchive(path, "oci"); err != nil {
-		tb.Fatal(err)
-	}
-}
-
 // agentInstances reads /run/<node>/instances from a's replica.
 func agentInstances(a *agent) map[string]reconcile.InstanceStatus {
 	e, ok := a.node.Store().Get("/run/" + a.cfg.name + "/instances")
@@ -246,13 +244,7 @@ func agentInstances(a *agent) map[string]reconcile.InstanceStatus {
 // same data dir adopts the 3 containers without restarting any.
 func TestContainerdAgent(t *testing.T) {
 	d := startTestContainerd(t)
-	archive := filepath.Join(d.dir, "busybox-oci.tar")
-	writeBusyboxArchive(t, archive)
-	client, err := containerd.New(d.socket, containerd.WithDefaultNamespace(testNamespace), containerd.WithTimeout(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	archive, client := d.archive, d.client(t)
 
 	dir := t.TempDir()
 	ctxFile := filepath.Join(dir, "ctx", "box.cue")

@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	containerd "github.com/containerd/containerd/v2/client"
-
 	"github.com/ctxos/ctxos/cluster"
 	"github.com/ctxos/ctxos/reconcile"
 )
@@ -26,13 +24,7 @@ import (
 // exactly the desired containers and none was restarted.
 func TestContainerdAgentSurvivesKill9(t *testing.T) {
 	d := startTestContainerd(t)
-	archive := filepath.Join(d.dir, "busybox-oci.tar")
-	writeBusyboxArchive(t, archive)
-	client, err := containerd.New(d.socket, containerd.WithDefaultNamespace(testNamespace), containerd.WithTimeout(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	archive, client := d.archive, d.client(t)
 
 	bin := filepath.Join(t.TempDir(), "ctxos")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {

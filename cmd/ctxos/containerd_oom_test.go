@@ -18,8 +18,7 @@ import (
 // `ctxos status` shows it.
 func TestContainerdOOMShowsInStatus(t *testing.T) {
 	d := startTestContainerd(t)
-	archive := filepath.Join(d.dir, "busybox-oci.tar")
-	writeBusyboxArchive(t, archive)
+	archive := d.archive
 	dir := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(dir, "ctx"), 0o755); err != nil {
 		t.Fatal(err)
