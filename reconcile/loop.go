@@ -485,6 +485,8 @@ type passState struct {
 	// others is what the other live members publish running, by node and
 	// driver instance id (their /run/<node>/instances), for rollouts.
 	others map[string]map[string]InstanceStatus
+	// scaled are snap's autoscaled CTXs, decoded once for the scaler.
+	scaled map[string]schema.Ctx
 }
 
 func (ps *passState) problem(key, what, reason string) {
@@ -524,6 +526,7 @@ func (r *Reconciler) pass(ctx context.Context) {
 		return
 	}
 	ps.snap = snap
+	ps.scaled = autoscaled(snap)
 	if err := r.startRun(m); err != nil {
 		ps.state, ps.message = ProgressApplying, "journal: "+err.Error()
 		return
@@ -571,7 +574,7 @@ func (r *Reconciler) pass(ctx context.Context) {
 	for i, n := range ps.nodes {
 		eligible[i] = n.Name
 	}
-	r.runScaler(snap, eligible, live, scales)
+	r.runScaler(ps.scaled, eligible, live, scales)
 	d, err := DesiredScaled(snap, r.cfg.Node, ps.nodes, current, scales)
 	if err != nil {
 		ps.state, ps.message = ProgressIncomplete, fmt.Sprintf("commit %.12s: %v", m.Commit, err)
@@ -1118,7 +1121,7 @@ func (r *Reconciler) finishPass(ctx context.Context, ps *passState) {
 			r.forget("/run/" + node + "/" + runInstances)
 		}
 		r.put("/run/"+node+"/"+runInstances, statuses)
-		r.publishUsage(ps.snap, observed)
+		r.publishUsage(ps.scaled, observed)
 	}
 
 	p := Progress{Node: node, Generation: ps.gen, Commit: ps.commit, Run: r.run.ID, State: ps.state, Message: ps.message,

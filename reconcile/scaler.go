@@ -94,7 +94,7 @@ func (v vfsLeases) PutLease(key string, l Lease) error {
 	return err
 }
 
-// autoscaled returns the names of snap's autoscaled CTXs, nil when there
+// autoscaled returns snap's autoscaled CTXs by name, nil when there
 // are none or the CTXs cannot be decoded.
 func autoscaled(snap *schema.Snapshot) map[string]schema.Ctx {
 	if snap == nil {
@@ -123,11 +123,10 @@ func (r *Reconciler) measureCPU(ps *passState) {
 	if ps.desired == nil && ps.snap != nil {
 		return
 	}
-	scaled := autoscaled(ps.snap)
 	var ids []string
 	if ps.desired != nil {
 		for id, u := range ps.desired.Units {
-			if _, ok := scaled[u.Name]; ok && u.Kind == drivers.KindCTX {
+			if _, ok := ps.scaled[u.Name]; ok && u.Kind == drivers.KindCTX {
 				ids = append(ids, id)
 			}
 		}
@@ -143,9 +142,8 @@ func (r *Reconciler) measureCPU(ps *passState) {
 // an autoscaled CTX on this node used since the previous reading, when
 // ScalePeriod has passed since then. Without such instances it removes
 // the entry.
-func (r *Reconciler) publishUsage(snap *schema.Snapshot, observed map[string][]drivers.Instance) {
+func (r *Reconciler) publishUsage(scaled map[string]schema.Ctx, observed map[string][]drivers.Instance) {
 	path := "/run/" + r.cfg.Node + "/" + runUsage
-	scaled := autoscaled(snap)
 	if len(scaled) == 0 {
 		r.cpuSeen = nil
 		r.del(path)
@@ -220,11 +218,10 @@ func (r *Reconciler) readUsage(live []string) map[string]int64 {
 // runScaler decides, every ScalePeriod, the number of instances of each
 // autoscaled CTX whose lease this node holds. eligible are the nodes that
 // may hold a lease (those placement counts), live every live member.
-func (r *Reconciler) runScaler(snap *schema.Snapshot, eligible, live []string, scales map[string]int) {
+func (r *Reconciler) runScaler(scaled map[string]schema.Ctx, eligible, live []string, scales map[string]int) {
 	// Whether there are autoscaled CTXs is known at every pass, round or
 	// not: it sets the loop's pace (a pass every ScalePeriod), and a CTX
 	// that just became autoscaled must not wait for the resync.
-	scaled := autoscaled(snap)
 	switch {
 	case len(scaled) == 0:
 		r.scaleRecs, r.scaleSince = nil, nil
